@@ -1,0 +1,59 @@
+// Package fs is cosmount's FUSE filesystem (bazil.org/fuse): it presents an
+// object-store bucket (or a prefix of it) as a directory tree. It owns the
+// nodes, handles, attribute/entry/negative caches, write buffering and
+// streaming multipart uploads, readahead, and the mapping of store errors to
+// errnos (errno in errors.go is the only place that decides an errno).
+//
+// # Structure
+//
+// Nodes (*Dir, *File) are per entry and live as long as the kernel knows the
+// entry: the same entry always yields the same node, so bazil hands the kernel
+// one stable NodeID. A File node owns the file's content while it is being
+// modified (memory buffer, temporary file or streaming multipart upload); a
+// fileHandle is per open and owns only its readahead state.
+//
+// Keys: object key = Options.Prefix + relative path; directory keys end in
+// "/". Directories are implicit (common prefixes) or explicit (zero-byte
+// "dir/" markers). When an object "name" and a prefix "name/" both exist, the
+// directory is shown and the object is hidden, as s3fs does.
+//
+// # Lock order
+//
+// Take locks only in this order, never backwards:
+//
+//	File.mu -> fileHandle.mu -> Dir.mu -> { FS.mu | File.attrMu }
+//
+// File.mu serialises a file's content changes and uploads and may be held
+// across store I/O. fileHandle.mu guards readahead state. Dir.mu guards a
+// directory's entry and negative caches. FS.mu (the namespace: parent/name
+// links, Dir.children, the dirty set) and File.attrMu (a file's attributes)
+// are leaves: nothing is acquired while holding either, and they are never
+// held together. Dir.mu, FS.mu and attrMu are never held across store I/O.
+//
+// # Consistency and limits
+//
+// Directory rename moves every key below the directory with copy + delete;
+// it is not atomic: a failure in the middle leaves keys under both names
+// (the error is returned; repeating the rename finishes it). A failed
+// streaming multipart upload cannot be retried from the mount (its parts
+// are gone); close() reports the error. Attributes from a listing carry no
+// metadata (S3 listings do not), so until an entry's HEAD is needed (after
+// EntryTTL/AttrTTL) its mode and owner come from the mount options and an
+// s3fs symlink listed in a directory shows as a regular file.
+//
+// Unsupported operations fail clearly: link and mknod with EPERM, extended
+// attributes with ENOTSUP, every modification of a read-only mount with EROFS.
+// Poll answers ENOSYS once, so the kernel stops asking.
+//
+// Writes to a new file are buffered in memory (doubling, from the budget),
+// stream as a multipart upload once the file reaches MultipartThreshold, and
+// move to a temporary file when they leave a gap or the budget is short.
+// Changing an existing object downloads it into a temporary file first
+// (read-modify-write). Nothing reaches the store before flush, fsync or
+// release, and a failed upload stays dirty (retried by the next flush,
+// fsync or FS.Flush) after close has returned the error.
+//
+// Tests: a process must not open files of its own mount with *os.File (Go
+// registers regular files with epoll, whose FUSE poll request can leave the
+// server without a thread to run on); the tests use plain syscalls.
+package fs
