@@ -1,0 +1,148 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Secrets reach cosmount only through files or the environment, never argv:
+// a command line is visible to every user of the node through /proc.
+const (
+	envAPIKey          = "COSMOUNT_API_KEY"
+	envHMACAccessKeyID = "COSMOUNT_HMAC_ACCESS_KEY_ID"
+	envHMACSecret      = "COSMOUNT_HMAC_SECRET_ACCESS_KEY"
+)
+
+// readSecretFile reads a small secret file and trims surrounding whitespace.
+// The error names the file and the problem but never the content.
+func readSecretFile(what, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s %s: file is empty", what, path)
+	}
+	return s, nil
+}
+
+// parseHMACCredentials accepts "ACCESS_KEY_ID:SECRET_ACCESS_KEY" on one line
+// (the s3fs passwd-file form) or the two values on two lines.
+func parseHMACCredentials(path, content string) (id, secret string, err error) {
+	lines := strings.Fields(content)
+	switch {
+	case len(lines) == 1 && strings.Count(lines[0], ":") == 1:
+		id, secret, _ = strings.Cut(lines[0], ":")
+	case len(lines) == 2 && !strings.Contains(lines[0], ":"):
+		id, secret = lines[0], lines[1]
+	default:
+		return "", "", fmt.Errorf("HMAC credentials file %s: want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines", path)
+	}
+	if id == "" || secret == "" {
+		return "", "", fmt.Errorf("HMAC credentials file %s: access key id or secret is empty", path)
+	}
+	return id, secret, nil
+}
+
+// authConfig is the one authentication method a mount uses.
+type authConfig struct {
+	profileID, profileName, profileCRN string
+	crTokenFile                        string
+	apiKey                             string
+	hmacID, hmacSecret                 string
+}
+
+func (a *authConfig) method() string {
+	switch {
+	case a.crTokenFile != "":
+		return "trusted profile"
+	case a.apiKey != "":
+		return "API key"
+	default:
+		return "HMAC"
+	}
+}
+
+// resolveAuth picks exactly one method from the flags and the environment.
+func resolveAuth(f *mountFlags) (*authConfig, error) {
+	a := &authConfig{profileID: f.profileID, profileName: f.profileName, profileCRN: f.profileCRN, crTokenFile: f.crTokenFile}
+	profiles := 0
+	for _, v := range []string{f.profileID, f.profileName, f.profileCRN} {
+		if v != "" {
+			profiles++
+		}
+	}
+	if profiles > 1 {
+		return nil, errors.New("give only one of --trusted-profile-id, --trusted-profile-name and --trusted-profile-crn")
+	}
+	if (profiles == 1) != (f.crTokenFile != "") {
+		return nil, errors.New("a trusted profile needs both --trusted-profile-id/-name/-crn and --cr-token-file")
+	}
+	methods := 0
+	if profiles == 1 {
+		methods++
+		if _, err := os.Stat(f.crTokenFile); err != nil {
+			return nil, fmt.Errorf("--cr-token-file: %w", err)
+		}
+	}
+	switch {
+	case f.apiKeyFile != "":
+		k, err := readSecretFile("--api-key-file", f.apiKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		a.apiKey = k
+		methods++
+	case os.Getenv(envAPIKey) != "":
+		a.apiKey = strings.TrimSpace(os.Getenv(envAPIKey))
+		methods++
+	}
+	switch {
+	case f.hmacFile != "":
+		c, err := readSecretFile("--hmac-credentials-file", f.hmacFile)
+		if err != nil {
+			return nil, err
+		}
+		if a.hmacID, a.hmacSecret, err = parseHMACCredentials(f.hmacFile, c); err != nil {
+			return nil, err
+		}
+		methods++
+	case os.Getenv(envHMACAccessKeyID) != "" || os.Getenv(envHMACSecret) != "":
+		a.hmacID, a.hmacSecret = os.Getenv(envHMACAccessKeyID), os.Getenv(envHMACSecret)
+		if a.hmacID == "" || a.hmacSecret == "" {
+			return nil, fmt.Errorf("set both %s and %s", envHMACAccessKeyID, envHMACSecret)
+		}
+		methods++
+	}
+	switch methods {
+	case 0:
+		return nil, fmt.Errorf("no credentials: use --trusted-profile-id/--trusted-profile-name with --cr-token-file, --api-key-file (or %s), or --hmac-credentials-file (or %s and %s)", envAPIKey, envHMACAccessKeyID, envHMACSecret)
+	case 1:
+		return a, nil
+	default:
+		return nil, errors.New("more than one authentication method given: choose a trusted profile, an API key or HMAC credentials")
+	}
+}
+
+// parseSource splits "BUCKET" or "BUCKET:/PREFIX" (or "BUCKET:PREFIX").
+// The prefix is returned without a leading slash and with one trailing slash.
+func parseSource(s string) (bucket, prefix string, err error) {
+	bucket, prefix, _ = strings.Cut(s, ":")
+	if bucket == "" {
+		return "", "", fmt.Errorf("source %q: want BUCKET or BUCKET:/PREFIX", s)
+	}
+	if strings.ContainsAny(bucket, "/ ") {
+		return "", "", fmt.Errorf("source %q: bucket name %q may not contain '/' or spaces", s, bucket)
+	}
+	prefix = strings.Trim(prefix, "/")
+	if strings.Contains(prefix, "//") {
+		return "", "", fmt.Errorf("source %q: prefix has an empty path element", s)
+	}
+	if prefix != "" {
+		prefix += "/"
+	}
+	return bucket, prefix, nil
+}

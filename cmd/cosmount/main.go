@@ -1,0 +1,127 @@
+// Command cosmount mounts an IBM Cloud Object Storage bucket (or a prefix of
+// one) as a directory with FUSE. It is both the standalone `cosmount mount`
+// command and the per-volume server process the CSI node plugin starts.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/cosmount/cosmount/pkg/version"
+)
+
+const usage = `cosmount mounts an IBM Cloud Object Storage bucket as a directory.
+
+Usage:
+  cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT
+  cosmount unmount MOUNTPOINT
+  cosmount version
+
+Run "cosmount mount -h" for the mount flags. Secrets are read only from files
+or the environment (COSMOUNT_API_KEY, COSMOUNT_HMAC_ACCESS_KEY_ID,
+COSMOUNT_HMAC_SECRET_ACCESS_KEY), never from the command line.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "mount":
+		err = runMount(os.Args[2:])
+	case "unmount", "umount":
+		err = runUnmount(os.Args[2:])
+	case "version", "--version":
+		fmt.Println(version.UserAgent())
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "cosmount: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	klog.Flush()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		if errors.Is(err, errReported) {
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "cosmount %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// mountFlags are the flags of `cosmount mount`.
+type mountFlags struct {
+	endpoint, region, iamEndpoint      string
+	profileID, profileName, profileCRN string
+	crTokenFile, apiKeyFile, hmacFile  string
+	virtualHost                        bool
+	foreground                         bool
+	options                            []string
+	startTimeout                       time.Duration
+	metricsAddress                     string
+	metricsSocket                      string
+}
+
+type optionList struct{ list *[]string }
+
+func (o optionList) String() string {
+	if o.list == nil {
+		return ""
+	}
+	return strings.Join(*o.list, ",")
+}
+func (o optionList) Set(s string) error { *o.list = append(*o.list, s); return nil }
+
+func parseMountFlags(args []string) (*mountFlags, []string, error) {
+	f := &mountFlags{}
+	fs := flag.NewFlagSet("cosmount mount", flag.ContinueOnError)
+	fs.StringVar(&f.endpoint, "endpoint", os.Getenv("COSMOUNT_ENDPOINT"), "COS endpoint URL, e.g. https://s3.us-south.cloud-object-storage.appdomain.cloud (env COSMOUNT_ENDPOINT)")
+	fs.StringVar(&f.region, "region", "us-south", "region the endpoint is in (signing region for HMAC)")
+	fs.StringVar(&f.iamEndpoint, "iam-endpoint", "https://iam.cloud.ibm.com", "IBM Cloud IAM base URL (for example https://private.iam.cloud.ibm.com)")
+	fs.StringVar(&f.profileID, "trusted-profile-id", "", "trusted profile ID to exchange the compute-resource token for (with --cr-token-file)")
+	fs.StringVar(&f.profileName, "trusted-profile-name", "", "trusted profile name (with --cr-token-file)")
+	fs.StringVar(&f.profileCRN, "trusted-profile-crn", "", "trusted profile CRN (with --cr-token-file)")
+	fs.StringVar(&f.crTokenFile, "cr-token-file", "", "file holding the compute-resource (service-account) token; re-read at every exchange")
+	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "file holding an IBM Cloud API key (or set COSMOUNT_API_KEY)")
+	fs.StringVar(&f.hmacFile, "hmac-credentials-file", "", "file holding ACCESS_KEY_ID:SECRET_ACCESS_KEY for HMAC (SigV4) auth")
+	fs.BoolVar(&f.virtualHost, "virtual-host-style", false, "address buckets as <bucket>.<endpoint host> instead of in the path")
+	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground (the CSI node plugin uses this); otherwise detach once the mount is live")
+	fs.Var(optionList{&f.options}, "o", "mount options, comma separated: uid=,gid=,file_mode=,dir_mode=,allow_other,ro,prefix=,attr_ttl=,entry_ttl=,negative_ttl=,part_size=,upload_concurrency=,memory_limit=,... (repeatable)")
+	fs.DurationVar(&f.startTimeout, "start-timeout", 60*time.Second, "how long to wait for the mount to become live")
+	fs.StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus metrics of this mount on this address (e.g. 127.0.0.1:9811); empty: off")
+	fs.StringVar(&f.metricsSocket, "metrics-socket", "", "also serve Prometheus metrics of this mount on this unix socket (created 0600, removed on exit); the CSI node plugin collects them from there")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	klogFlags.VisitAll(func(kf *flag.Flag) {
+		if kf.Name == "v" || kf.Name == "vmodule" {
+			fs.Var(kf.Value, kf.Name, kf.Usage)
+		}
+	})
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	return f, fs.Args(), nil
+}
+
+func runUnmount(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: cosmount unmount MOUNTPOINT")
+	}
+	return unmount(context.Background(), args[0])
+}

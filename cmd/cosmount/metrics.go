@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/klog/v2"
+
+	"github.com/cosmount/cosmount/pkg/cos"
+)
+
+// mountMetrics are the per-volume numbers of one server process: S3 requests
+// by operation, bytes, errors, and IAM token refreshes. Each process has its
+// own registry; the node plugin (or a scraper) reads them per volume.
+type mountMetrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	bytes     *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	refreshes *prometheus.CounterVec
+}
+
+var _ cos.Observer = (*mountMetrics)(nil)
+
+func newMountMetrics() *mountMetrics {
+	m := &mountMetrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cosmount_s3_requests_total", Help: "COS operations by operation name (after retries).",
+		}, []string{"operation"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cosmount_s3_bytes_total", Help: "Payload bytes moved by COS operations.",
+		}, []string{"operation"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cosmount_s3_errors_total", Help: "COS operations that failed, by operation.",
+		}, []string{"operation"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cosmount_iam_token_refreshes_total", Help: "IAM token exchanges by result.",
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.requests, m.bytes, m.errors, m.refreshes)
+	return m
+}
+
+// ObserveRequest implements cos.Observer.
+func (m *mountMetrics) ObserveRequest(op string, bytes int64, err error) {
+	m.requests.WithLabelValues(op).Inc()
+	if bytes > 0 {
+		m.bytes.WithLabelValues(op).Add(float64(bytes))
+	}
+	if err != nil {
+		m.errors.WithLabelValues(op).Inc()
+	}
+}
+
+func (m *mountMetrics) tokenRefreshed(err error) {
+	result := "success"
+	if err != nil {
+		result = "error"
+	}
+	m.refreshes.WithLabelValues(result).Inc()
+}
+
+// serve exposes /metrics on the TCP address addr until the returned stop
+// function is called.
+func (m *mountMetrics) serve(addr string) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-address: %w", err)
+	}
+	return m.serveOn(ln), nil
+}
+
+// serveUnix exposes /metrics on a unix socket at path until the returned stop
+// function is called, which also removes the socket. The socket is 0600: only
+// the node plugin (root) reads it, and the state directory it lives in is
+// 0700 as well.
+func (m *mountMetrics) serveUnix(path string) (func(), error) {
+	// A socket left by a crashed process would make Listen fail.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("--metrics-socket: remove stale socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("--metrics-socket: %w", err)
+	}
+	stop := m.serveOn(ln)
+	return func() {
+		stop()
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			klog.ErrorS(err, "Removing the metrics socket", "path", path)
+		}
+	}, nil
+}
+
+func (m *mountMetrics) serveOn(ln net.Listener) func() {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "metrics server stopped", "address", ln.Addr().String())
+		}
+	}()
+	return func() { _ = srv.Close() }
+}
