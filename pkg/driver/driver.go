@@ -1,0 +1,168 @@
+// Package driver owns cosmount's CSI plugin: the Identity, Controller and
+// Node services, the parsing of volume attributes into typed requests, the
+// pod-token plumbing of NodePublishVolume, and the mapping of Go errors to
+// gRPC codes at the RPC boundary. Mount processes are pkg/mounter's
+// business and objects pkg/cos's; this package never imports FUSE code.
+package driver
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cosmount/cosmount/pkg/iam"
+)
+
+// Name is the CSI driver name registered with Kubernetes.
+const Name = "cosmount.csi.io"
+
+// Modes the plugin can run in.
+const (
+	ModeController = "controller"
+	ModeNode       = "node"
+	ModeAll        = "all"
+)
+
+// Options is the plugin's configuration, filled from flags by AddFlags.
+type Options struct {
+	// Endpoint is the CSI socket: unix:///path, unix:/path or a plain path.
+	Endpoint string
+	// NodeID is this node's name; required in node mode.
+	NodeID string
+	// Mode is controller, node or all.
+	Mode string
+	// IAMEndpoint is the default IAM base URL; a volume may override it.
+	IAMEndpoint string
+	// TokenAudience selects the pod token kubelet passes (CSIDriver tokenRequests).
+	TokenAudience string
+	// StateDir holds per-volume token files, records and server logs.
+	StateDir string
+	// CosmountBinary is the FUSE server started per volume.
+	CosmountBinary string
+	// MetricsAddress, if set, serves Prometheus metrics on host:port.
+	MetricsAddress string
+	// ControllerTokenFile is the controller's own projected service-account
+	// token, exchanged through ControllerProfile for bucket administration
+	// when the provisioner secret carries no API key.
+	ControllerTokenFile string
+	// ControllerProfile names the controller's trusted profile: a CRN
+	// ("crn:..."), an ID ("Profile-...") or else a name.
+	ControllerProfile string
+	// MountTimeout bounds the wait for a new mount to become live.
+	MountTimeout time.Duration
+}
+
+// DefaultOptions returns the defaults the flags start from.
+func DefaultOptions() Options {
+	return Options{
+		Endpoint:            "unix:///csi/csi.sock",
+		Mode:                ModeAll,
+		IAMEndpoint:         iam.DefaultBaseURL,
+		TokenAudience:       "iam",
+		StateDir:            "/run/cosmount",
+		CosmountBinary:      "/usr/local/bin/cosmount",
+		ControllerTokenFile: "/var/run/secrets/tokens/iam-token",
+		MountTimeout:        60 * time.Second,
+	}
+}
+
+// AddFlags registers the options on fs with the current values as defaults.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "CSI endpoint (unix socket)")
+	fs.StringVar(&o.NodeID, "node-id", o.NodeID, "node ID (the Kubernetes node name); required in node mode")
+	fs.StringVar(&o.Mode, "mode", o.Mode, "services to run: controller, node or all")
+	fs.StringVar(&o.IAMEndpoint, "iam-endpoint", o.IAMEndpoint, "IBM Cloud IAM base URL; volumes may override it with iamEndpoint")
+	fs.StringVar(&o.TokenAudience, "token-audience", o.TokenAudience, "audience of the pod service-account token to exchange (CSIDriver tokenRequests)")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for per-volume token files, records and server logs")
+	fs.StringVar(&o.CosmountBinary, "cosmount-binary", o.CosmountBinary, "path of the cosmount FUSE server")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "host:port to serve Prometheus metrics on; empty disables")
+	fs.StringVar(&o.ControllerTokenFile, "controller-token-file", o.ControllerTokenFile, "controller: projected service-account token exchanged through --controller-trusted-profile")
+	fs.StringVar(&o.ControllerProfile, "controller-trusted-profile", o.ControllerProfile, "controller: trusted profile (ID, name or CRN) for bucket administration; a provisioner secret apiKey takes precedence")
+	fs.DurationVar(&o.MountTimeout, "mount-timeout", o.MountTimeout, "node: how long to wait for a new mount to become live")
+}
+
+// Validate checks the options and normalizes the endpoint.
+func (o *Options) Validate() error {
+	var errs []error
+	if _, err := socketPath(o.Endpoint); err != nil {
+		errs = append(errs, err)
+	}
+	switch o.Mode {
+	case ModeController, ModeNode, ModeAll:
+	default:
+		errs = append(errs, fmt.Errorf("--mode %q must be controller, node or all", o.Mode))
+	}
+	if o.runsNode() {
+		if o.NodeID == "" {
+			errs = append(errs, errors.New("--node-id is required in node mode"))
+		}
+		if !filepath.IsAbs(o.StateDir) {
+			errs = append(errs, fmt.Errorf("--state-dir %q must be an absolute path", o.StateDir))
+		}
+		if o.CosmountBinary == "" {
+			errs = append(errs, errors.New("--cosmount-binary is required in node mode"))
+		}
+		if o.MountTimeout <= 0 {
+			errs = append(errs, errors.New("--mount-timeout must be positive"))
+		}
+	}
+	if err := checkURL(o.IAMEndpoint); err != nil {
+		errs = append(errs, fmt.Errorf("--iam-endpoint: %w", err))
+	}
+	if strings.TrimSpace(o.TokenAudience) == "" {
+		errs = append(errs, errors.New("--token-audience must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) runsNode() bool       { return o.Mode == ModeNode || o.Mode == ModeAll }
+func (o *Options) runsController() bool { return o.Mode == ModeController || o.Mode == ModeAll }
+
+// controllerProfile parses ControllerProfile into an iam.Profile.
+func (o *Options) controllerProfile() iam.Profile {
+	p := o.ControllerProfile
+	switch {
+	case strings.HasPrefix(p, "crn:"):
+		return iam.Profile{CRN: p}
+	case strings.HasPrefix(p, "Profile-"):
+		return iam.Profile{ID: p}
+	default:
+		return iam.Profile{Name: p}
+	}
+}
+
+// socketPath extracts the filesystem path of a unix endpoint.
+func socketPath(endpoint string) (string, error) {
+	p := endpoint
+	switch {
+	case strings.HasPrefix(p, "unix://"):
+		p = strings.TrimPrefix(p, "unix://")
+	case strings.HasPrefix(p, "unix:"):
+		p = strings.TrimPrefix(p, "unix:")
+	case strings.Contains(p, "://"):
+		return "", fmt.Errorf("--endpoint %q: only unix sockets are supported", endpoint)
+	}
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("--endpoint %q: need an absolute socket path", endpoint)
+	}
+	return p, nil
+}
+
+// checkURL accepts an absolute http(s) URL without user info.
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("not a URL")
+	}
+	if u.User != nil {
+		return errors.New("URL must not carry credentials")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL with a host", s)
+	}
+	return nil
+}
