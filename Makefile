@@ -30,3 +30,22 @@ fmt:
 
 clean:
 	rm -rf $(BIN)
+
+# Deployment: the Helm chart in deploy/helm/cosmount is the source of truth; `make manifests` renders it
+# with its default values into deploy/kubernetes (test/manifests fails when they differ). `make image`
+# needs a Docker engine.
+.PHONY: manifests image
+
+manifests:
+	$(GO) run ./test/manifests/cmd/render -chart deploy/helm/cosmount -out deploy/kubernetes
+
+image:
+	docker build --build-arg VERSION=$(VERSION) -t cosmount:$(VERSION) .
+
+# bench: cosmount vs the aws-sdk-go-v2 ceiling, s3fs and rclone against one
+# emulator process (needs root). BENCH_FLAGS=--quick for a short run; see
+# `go run ./test/bench -h`. Results: _output/bench/results.{md,json}.
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: build
+	$(GO) run ./test/bench --bin $(BIN) --out _output/bench $(BENCH_FLAGS)
