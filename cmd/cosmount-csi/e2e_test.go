@@ -78,6 +78,7 @@ func TestKubeletLikeEndToEnd(t *testing.T) {
 		"--endpoint", "unix://" + filepath.Join(dir, "csi.sock"), "--mode", "node", "--node-id", "node-1",
 		"--iam-endpoint", env.IAMURL, "--state-dir", filepath.Join(dir, "state"),
 		"--cosmount-binary", filepath.Join(dir, "bin", "cosmount"), "--v", "5",
+		"--metrics-address", "127.0.0.1:0",
 	}
 	t.Cleanup(func() {
 		// After a failure: stop what the plugin left running, by the PIDs it recorded.
@@ -98,6 +99,7 @@ func TestKubeletLikeEndToEnd(t *testing.T) {
 
 	writer := e.publish("writer", "default", emulatortest.WriterProfileID)
 	e.write(writer.TargetPath, "hello.txt", "hello world", emulatortest.WriterProfileID)
+	e.assertVolumeMetrics(writer.VolumeId, writer.TargetPath)
 	teamB := e.publish("team-b-pod", "team-b", teamBProfile)
 	e.write(teamB.TargetPath, "b.txt", "written by team b", teamBProfile)
 
