@@ -10,7 +10,7 @@ CMDS      := cosmount cosmount-csi cosmount-emulator
 # emulator; on 2 cores it needs minutes, not seconds.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test lint fmt clean
+.PHONY: all build test test-deps lint fmt clean
 
 all: build
 
@@ -18,8 +18,15 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-test:
+test: test-deps
 	$(GO) test -timeout $(TEST_TIMEOUT) -p 2 ./...
+
+# The tests mount for real (fusermount3 from fuse3) and check interoperability
+# with s3fs; install them from Debian when they are missing.
+test-deps:
+	@command -v fusermount3 >/dev/null && command -v s3fs >/dev/null || { \
+	  echo "installing Debian's fuse3 and s3fs"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse3 s3fs >/dev/null; }
 
 lint:
 	$(GO) vet ./...
@@ -49,3 +56,13 @@ BENCH_FLAGS ?=
 .PHONY: bench
 bench: build
 	$(GO) run ./test/bench --bin $(BIN) --out _output/bench $(BENCH_FLAGS)
+
+# demo: the seed's story on this machine, each step printed: the emulator's
+# IAM + COS, a pod's minted token, the node plugin published to like kubelet
+# does, `echo "hello world"` into the mount, the object read back, a refused
+# pod, and everything cleaned up (also on failure or Ctrl-C). Needs root;
+# installs fuse3 if fusermount3 is missing. See test/demo/main.go.
+.PHONY: demo
+demo: build
+	@command -v fusermount3 >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fuse3; }
+	$(GO) run ./test/demo --bin $(BIN)
