@@ -34,16 +34,17 @@ const (
 
 	// Keys Kubernetes adds; everything under this prefix belongs to
 	// Kubernetes and unknown ones are ignored, not rejected.
-	k8sPrefix       = "csi.storage.k8s.io/"
-	keyTokens       = k8sPrefix + "serviceAccount.tokens"
-	keyPodName      = k8sPrefix + "pod.name"
-	keyPodNamespace = k8sPrefix + "pod.namespace"
-	keyPodUID       = k8sPrefix + "pod.uid"
-	keySAName       = k8sPrefix + "serviceAccount.name"
-	keyEphemeral    = k8sPrefix + "ephemeral"
-	keyPVCName      = k8sPrefix + "pvc/name"
-	keyPVCNamespace = k8sPrefix + "pvc/namespace"
-	keyPVName       = k8sPrefix + "pv/name"
+	k8sPrefix        = "csi.storage.k8s.io/"
+	k8sStoragePrefix = "storage.kubernetes.io/"
+	keyTokens        = k8sPrefix + "serviceAccount.tokens"
+	keyPodName       = k8sPrefix + "pod.name"
+	keyPodNamespace  = k8sPrefix + "pod.namespace"
+	keyPodUID        = k8sPrefix + "pod.uid"
+	keySAName        = k8sPrefix + "serviceAccount.name"
+	keyEphemeral     = k8sPrefix + "ephemeral"
+	keyPVCName       = k8sPrefix + "pvc/name"
+	keyPVCNamespace  = k8sPrefix + "pvc/namespace"
+	keyPVName        = k8sPrefix + "pv/name"
 
 	// Secret keys of the fallback authentication methods.
 	secretAPIKey          = "apiKey"
@@ -173,7 +174,10 @@ func parseVolumeParams(attrs map[string]string) (VolumeParams, error) {
 		case keyPVName:
 			p.PVName = v
 		default:
-			if !strings.HasPrefix(k, k8sPrefix) {
+			// Kubernetes adds attributes of its own: csi.storage.k8s.io/* (pod
+			// info, tokens) and storage.kubernetes.io/* (csi-provisioner puts
+			// storage.kubernetes.io/csiProvisionerIdentity on every PV it creates).
+			if !strings.HasPrefix(k, k8sPrefix) && !strings.HasPrefix(k, k8sStoragePrefix) {
 				err = status.Errorf(codes.InvalidArgument, "unknown volume attribute %q", k)
 			}
 		}

@@ -36,6 +36,9 @@ func TestParseVolumeParams(t *testing.T) {
 		}, check: func(p VolumeParams) bool {
 			return p.Prefix == "a/b" && p.Region == "us-south" && p.Ephemeral && p.PodNamespace == "ns" && p.Provisioning == "prefix"
 		}},
+		{name: "csi-provisioner's own attribute", modify: func(m map[string]string) {
+			m[k8sStoragePrefix+"csiProvisionerIdentity"] = "1764336000000-8081-cosmount.csi.io"
+		}, check: func(p VolumeParams) bool { return p.Bucket == "my-bucket" }},
 		{name: "api key", modify: func(m map[string]string) { delete(m, attrProfileID); m[attrAuthType] = "apiKey" },
 			check: func(p VolumeParams) bool { return p.AuthType == mounter.AuthAPIKey }},
 		{name: "unknown attribute", modify: func(m map[string]string) { m["bucketname"] = "x" }, attr: "bucketname"},

@@ -389,7 +389,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 	}
 	prov := named[*rbacv1.ClusterRole](t, objs, "cosmount-provisioner")
 	want := map[string][]string{
-		"/persistentvolumes":            {"create", "delete", "get", "list", "watch"},
+		"/persistentvolumes":            {"create", "delete", "get", "list", "patch", "watch"},
 		"/persistentvolumeclaims":       {"get", "list", "update", "watch"},
 		"storage.k8s.io/storageclasses": {"get", "list", "watch"},
 		"/events":                       {"create", "list", "patch", "update", "watch"},

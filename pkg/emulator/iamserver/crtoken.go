@@ -172,7 +172,9 @@ func (ik *issuerKeys) get(ctx context.Context, u string) ([]byte, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	req.Header.Set("Accept", "application/json")
+	// kube-apiserver serves /openid/v1/jwks only as application/jwk-set+json
+	// and answers 406 to a client that accepts nothing but application/json.
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
 	if f := ik.cfg.DiscoveryBearerTokenFile; f != "" {
 		tok, err := os.ReadFile(f)
 		if err != nil {

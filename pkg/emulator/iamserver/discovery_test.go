@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -71,6 +72,12 @@ func (fi *fakeIssuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"response_types_supported": []string{"id_token"}, "id_token_signing_alg_values_supported": []string{"RS256", "ES256"}})
 	case "/openid/v1/jwks":
 		fi.jwksFetches++
+		// Like kube-apiserver: the key set is served only as
+		// application/jwk-set+json, anything else is 406 Not Acceptable.
+		if !strings.Contains(r.Header.Get("Accept"), "application/jwk-set+json") {
+			http.Error(w, "not acceptable", http.StatusNotAcceptable)
+			return
+		}
 		if fi.failJWKS {
 			http.Error(w, "etcd is down", http.StatusInternalServerError)
 			return
