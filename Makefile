@@ -10,7 +10,7 @@ CMDS      := cosmount cosmount-csi cosmount-emulator
 # emulator; on 2 cores it needs minutes, not seconds.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-deps lint fmt clean
+.PHONY: all build test test-go test-deps lint fmt clean e2e-cluster
 
 all: build
 
@@ -18,7 +18,12 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-test: test-deps
+# test is what CI runs: every Go test of the module, then the real-cluster
+# suite (its first run builds Kubernetes, about 20 minutes; later runs reuse
+# the cache and take about 2). test-go is the module's tests alone.
+test: test-go e2e-cluster
+
+test-go: test-deps
 	$(GO) test -timeout $(TEST_TIMEOUT) -p 2 ./...
 
 # The tests mount for real (fusermount3 from fuse3) and check interoperability
@@ -66,3 +71,9 @@ bench: build
 demo: build
 	@command -v fusermount3 >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fuse3; }
 	$(GO) run ./test/demo --bin $(BIN)
+
+# A real Kubernetes node (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, containerd, kubelet) on 127.0.0.1 with the plugin deployed
+# from deploy/kubernetes; see test/cluster/README.md. Needs root.
+e2e-cluster:
+	test/cluster/run.sh
