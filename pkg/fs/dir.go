@@ -55,20 +55,28 @@ type entry struct {
 	kind   entryKind
 	info   cos.ObjectInfo // files: as listed or HEADed; dirs: the marker, if known
 	headed bool           // info came from HEAD and carries metadata
-	at     time.Time      // when this was learned
+	// nameOnly entries come from a listing made to answer lookups: they say
+	// that the name exists and its kind, but a lookup still HEADs it for
+	// its attributes (metadata, symlink). Listings for readdir are used as
+	// attributes, so that `ls -l` costs no HEAD per entry.
+	nameOnly bool
+	at       time.Time // when this was learned
 }
 
 // Dir is a directory node: implicit (a common prefix) or explicit (a marker).
 type Dir struct {
 	nodeBase
 
-	mu        sync.Mutex
-	entries   map[string]*entry    // guarded by mu: names known from listings and lookups
-	negative  map[string]time.Time // guarded by mu: missing names and when that expires
-	complete  bool                 // guarded by mu: entries hold a whole listing...
-	listedAt  time.Time            // guarded by mu: ...taken at this time
-	meta      attrMeta             // guarded by mu
-	hasMarker bool                 // guarded by mu
+	mu         sync.Mutex
+	entries    map[string]*entry    // guarded by mu: names known from listings and lookups
+	negative   map[string]time.Time // guarded by mu: missing names and when that expires
+	complete   bool                 // guarded by mu: entries hold a whole listing...
+	listedAt   time.Time            // guarded by mu: ...taken at this time
+	largeUntil time.Time            // guarded by mu: until then, misses are probed, not listed
+	listing    chan struct{}        // guarded by mu: closed when the lookup listing in flight ends
+	namesOnly  bool                 // guarded by mu: the complete listing was made for lookups
+	meta       attrMeta             // guarded by mu
+	hasMarker  bool                 // guarded by mu
 
 	children map[string]node // guarded by fs.mu: live nodes by name
 }
@@ -157,6 +165,8 @@ func (d *Dir) child(name string) node {
 // whether name is a file (HEAD) and a directory (LIST name/, one key) at once.
 func (d *Dir) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	resp.EntryValid = d.fs.opts.EntryTTL
+	ctx, cancel := d.fs.detach(ctx, opTimeout)
+	defer cancel()
 	n, err := d.lookup(ctx, req.Name)
 	if err != nil {
 		return nil, err
@@ -168,31 +178,20 @@ func (d *Dir) lookup(ctx context.Context, name string) (node, error) {
 	if err := checkName(name); err != nil {
 		return nil, syscall.ENOENT
 	}
-	if f, ok := d.child(name).(*File); ok && f.isLocal() {
-		return f, nil // created here and not uploaded yet: the store cannot know it
+	n, known, err, ok := d.cached(name)
+	if ok {
+		return n, err
 	}
-	now := d.fs.now()
-	d.mu.Lock()
-	if e := d.entries[name]; e != nil && now.Sub(e.at) < d.fs.opts.EntryTTL {
-		d.mu.Unlock()
-		return d.nodeFor(name, e), nil
-	}
-	if exp, ok := d.negative[name]; ok && now.Before(exp) {
-		d.mu.Unlock()
-		return nil, syscall.ENOENT
-	}
-	if d.complete && now.Sub(d.listedAt) < d.fs.opts.EntryTTL {
-		// A fresh complete listing without the name: it does not exist.
-		d.mu.Unlock()
-		return nil, syscall.ENOENT
-	}
-	d.mu.Unlock()
-
 	dirKey, err := d.key()
 	if err != nil {
 		return nil, err
 	}
-	e, err := d.probe(ctx, dirKey+name)
+	var e *entry
+	if known != nil {
+		e, err = d.headKnown(ctx, dirKey+name, known.kind)
+	} else {
+		e, err = d.probe(ctx, dirKey+name)
+	}
 	if errors.Is(err, cos.ErrNotFound) {
 		d.setNegative(name)
 		return nil, syscall.ENOENT
@@ -201,7 +200,72 @@ func (d *Dir) lookup(ctx context.Context, name string) (node, error) {
 		return nil, d.fs.fail("lookup", dirKey+name, err)
 	}
 	d.setEntry(name, e)
+	if known == nil {
+		// A name that exists, found by probing: list the directory once so
+		// that its other names cost one HEAD each instead of HEAD + LIST.
+		d.listForLookup(ctx)
+	}
 	return d.nodeFor(name, e), nil
+}
+
+// cached answers a lookup from what the directory knows, if it can: ok is
+// false when the store must be asked, and then known is the name's fresh
+// nameOnly entry, if there is one.
+func (d *Dir) cached(name string) (n node, known *entry, err error, ok bool) {
+	if f, isFile := d.child(name).(*File); isFile && f.isLocal() {
+		return f, nil, nil, true // created here and not uploaded yet: the store cannot know it
+	}
+	now := d.fs.now()
+	d.mu.Lock()
+	e := d.entries[name]
+	exp, negative := d.negative[name]
+	age := now.Sub(d.listedAt)
+	complete := d.complete && !d.namesOnly
+	d.mu.Unlock()
+	if e != nil && now.Sub(e.at) < d.fs.opts.EntryTTL {
+		if e.nameOnly {
+			return nil, e, nil, false
+		}
+		return d.nodeFor(name, e), nil, nil, true
+	}
+	if negative && now.Before(exp) {
+		return nil, nil, syscall.ENOENT, true
+	}
+	// A fresh complete listing without the name: it does not exist. That is
+	// a negative answer, so NegativeTTL bounds it too. A listing made for
+	// lookups does not answer negatively: O_CREAT of a name another client
+	// wrote since would replace that object (see doc.go).
+	if e == nil && complete && age < d.fs.opts.EntryTTL && age < d.fs.opts.NegativeTTL {
+		return nil, nil, syscall.ENOENT, true
+	}
+	return nil, nil, nil, false
+}
+
+// headKnown finds the attributes of a name a listing showed to exist as a
+// file (HEAD) or a directory (HEAD of its marker: absent for an implicit
+// directory, else it may carry s3fs metadata).
+func (d *Dir) headKnown(ctx context.Context, key string, kind entryKind) (*entry, error) {
+	if kind == kindDir {
+		e := &entry{kind: kindDir}
+		info, err := d.fs.store.Head(ctx, key+"/")
+		switch {
+		case err == nil:
+			e.info, e.headed = info, true
+		case !errors.Is(err, cos.ErrNotFound):
+			return nil, err
+		}
+		e.at = d.fs.now()
+		return e, nil
+	}
+	info, err := d.fs.store.Head(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	e := &entry{kind: kindFile, info: info, headed: true, at: d.fs.now()}
+	if isSymlinkObject(info) {
+		e.kind = kindSymlink
+	}
+	return e, nil
 }
 
 // probe finds out what key is. A directory (prefix "key/") wins over an object
@@ -325,6 +389,8 @@ func (d *Dir) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fusefs.Node, e
 		return nil, err
 	}
 	key := dirKey + req.Name + "/"
+	ctx, cancel := d.fs.detach(ctx, opTimeout)
+	defer cancel()
 	m := attrMeta{mode: os.ModeDir | (req.Mode.Perm() &^ req.Umask.Perm()), uid: req.Uid, gid: req.Gid, mtime: d.fs.now()}
 	md := m.encode(nil)
 	info, err := d.fs.store.Put(ctx, key, bytes.NewReader(nil), 0, cos.PutOptions{ContentType: dirContentType, Metadata: md})
@@ -332,9 +398,14 @@ func (d *Dir) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fusefs.Node, e
 		return nil, d.fs.fail("mkdir", key, err)
 	}
 	info.Metadata = md
-	e := &entry{kind: kindDir, info: info, headed: true, at: d.fs.now()}
+	now := d.fs.now()
+	e := &entry{kind: kindDir, info: info, headed: true, at: now}
 	d.setEntry(req.Name, e)
-	return d.nodeFor(req.Name, e), nil
+	n := d.nodeFor(req.Name, e)
+	if nd, ok := n.(*Dir); ok {
+		nd.markEmpty(now)
+	}
+	return n, nil
 }
 
 // Create makes a new, empty, dirty file; it reaches the store on flush.
@@ -371,6 +442,8 @@ func (d *Dir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.Nod
 		return nil, err
 	}
 	key := dirKey + req.NewName
+	ctx, cancel := d.fs.detach(ctx, opTimeout)
+	defer cancel()
 	md := attrMeta{mode: os.ModeSymlink | 0o777, uid: req.Uid, gid: req.Gid, mtime: d.fs.now()}.encode(nil)
 	info, err := d.fs.store.Put(ctx, key, strings.NewReader(req.Target), int64(len(req.Target)), cos.PutOptions{Metadata: md})
 	if err != nil {
@@ -397,6 +470,8 @@ func (d *Dir) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 		return err
 	}
 	key := dirKey + req.Name
+	ctx, cancel := d.fs.detach(ctx, opTimeout)
+	defer cancel()
 	c := d.child(req.Name)
 	if req.Dir {
 		if sub, ok := c.(*Dir); ok && sub.hasLocalChildren() {
@@ -467,6 +542,8 @@ func (d *Dir) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.
 	if key == "" {
 		return syscall.EPERM // the bucket root has no marker to keep attributes on
 	}
+	ctx, cancel := d.fs.detach(ctx, opTimeout)
+	defer cancel()
 	d.mu.Lock()
 	m := d.meta
 	d.mu.Unlock()

@@ -34,12 +34,23 @@
 //
 // Directory rename moves every key below the directory with copy + delete;
 // it is not atomic: a failure in the middle leaves keys under both names
-// (the error is returned; repeating the rename finishes it). A failed
+// (the error is returned; repeating the rename finishes it). A lookup that
+// finds a name by probing lists the directory once (one page, 1000 names): the
+// listing then tells which names exist for EntryTTL (each is still HEADed
+// once for its metadata); a directory larger than a page is probed name by
+// name. Such a listing does not answer "no such name": O_CREAT would then
+// replace an object another client wrote since. A readdir listing does
+// (for min(EntryTTL, NegativeTTL)), and a directory made by mkdir here is
+// known empty. Operations are not canceled by signals
+// (ctx.go); only a read waiting for data returns EINTR. A failed
 // streaming multipart upload cannot be retried from the mount (its parts
 // are gone); close() reports the error. Attributes from a listing carry no
-// metadata (S3 listings do not), so until an entry's HEAD is needed (after
-// EntryTTL/AttrTTL) its mode and owner come from the mount options and an
-// s3fs symlink listed in a directory shows as a regular file.
+// metadata (S3 listings do not), so after readdir, until the entry's HEAD
+// is needed (after EntryTTL/AttrTTL) or its first read (a GET carries the
+// metadata), its mode and owner come from the mount options (and the kernel
+// checks permissions against those) and an s3fs symlink listed in a
+// directory shows as a regular file. Opening such a file for writing HEADs
+// it first, so the upload keeps its metadata.
 //
 // Unsupported operations fail clearly: link and mknod with EPERM, extended
 // attributes with ENOTSUP, every modification of a read-only mount with EROFS.

@@ -23,8 +23,13 @@ func errno(err error) error {
 	}
 	var e syscall.Errno
 	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
+		// Only a read waits on the request's context (see ctx.go): an
+		// interrupted read, or an operation cut short by the unmount.
 		return syscall.EINTR
+	case errors.Is(err, context.DeadlineExceeded):
+		// An operation that ran out of time (ctx.go) is a store failure.
+		return syscall.EIO
 	case errors.Is(err, cos.ErrNotFound):
 		return syscall.ENOENT
 	case errors.Is(err, cos.ErrAccessDenied):

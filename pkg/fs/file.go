@@ -189,9 +189,27 @@ func (f *File) revalidate(ctx context.Context) error {
 	return nil
 }
 
+// needMetadata HEADs an existing object whose attributes came from a
+// listing (no metadata) before a change is uploaded over it.
+func (f *File) needMetadata(ctx context.Context) error {
+	f.attrMu.Lock()
+	need := f.exists && !f.headed && !f.hasContent
+	f.attrMu.Unlock()
+	if !need {
+		return nil
+	}
+	key, ok := f.key()
+	if !ok {
+		return nil
+	}
+	return f.revalidateNow(ctx, key)
+}
+
 // Attr reports the local size while the file is being modified, and
 // otherwise the object's, revalidated after AttrTTL.
 func (f *File) Attr(ctx context.Context, a *fuse.Attr) error {
+	ctx, cancel := f.fs.detach(ctx, opTimeout)
+	defer cancel()
 	if err := f.revalidate(ctx); err != nil {
 		key, _ := f.key()
 		return f.fs.fail("getattr", key, err)
@@ -220,9 +238,19 @@ func (f *File) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 	if !req.Flags.IsReadOnly() && f.fs.opts.ReadOnly {
 		return nil, errReadOnly
 	}
+	ctx, cancel := f.fs.detach(ctx, opTimeout)
+	defer cancel()
 	if err := f.revalidate(ctx); err != nil {
 		key, _ := f.key()
 		return nil, f.fs.fail("open", key, err)
+	}
+	if !req.Flags.IsReadOnly() {
+		// The upload on close writes mode, owner and mtime: they must be
+		// the object's, not a listing's defaults.
+		if err := f.needMetadata(ctx); err != nil {
+			key, _ := f.key()
+			return nil, f.fs.fail("open", key, err)
+		}
 	}
 	f.attrMu.Lock()
 	if !f.hasContent && f.info.ETag != "" {
@@ -254,8 +282,13 @@ func (f *File) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 		return errReadOnly
 	}
 	key, ok := f.key()
+	ctx, cancel := f.fs.detach(ctx, transferTimeout(max(f.transferSize(), int64(req.Size))))
+	defer cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.needMetadata(ctx); err != nil {
+		return f.fs.fail("setattr", key, err)
+	}
 	if v.Size() {
 		if err := f.truncateLocked(ctx, int64(req.Size)); err != nil {
 			return f.fs.fail("truncate", key, err)
@@ -310,6 +343,8 @@ func (f *File) revalidateNow(ctx context.Context, key string) error {
 
 // Fsync uploads pending changes.
 func (f *File) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
+	ctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
+	defer cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	key, _ := f.key()
@@ -331,6 +366,8 @@ func (f *File) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string,
 	if !ok {
 		return "", syscall.ENOENT
 	}
+	ctx, cancel := f.fs.detach(ctx, opTimeout)
+	defer cancel()
 	rc, _, err := f.fs.store.Get(ctx, key, cos.GetOptions{})
 	if err != nil {
 		return "", f.fs.fail("readlink", key, err)

@@ -21,9 +21,15 @@ type FS struct {
 	opts      Options
 	log       klog.Logger
 	mem       *budget
+	bufs      *bufPool // readahead chunk buffers, held in mem
 	now       func() time.Time
 	mountTime time.Time
 	inodes    atomic.Uint64
+
+	// life ends when the filesystem stops being served. Store calls run on
+	// contexts detached from the FUSE request (see detach) and bounded by it.
+	life     context.Context
+	shutdown context.CancelFunc
 
 	mu    sync.Mutex         // namespace lock, a leaf; see doc.go
 	root  *Dir               // immutable after New
@@ -44,14 +50,18 @@ func New(store ObjectStore, opts Options) (*FS, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	life, shutdown := context.WithCancel(context.Background())
 	f := &FS{
-		store: store,
-		opts:  opts,
-		log:   opts.Logger.WithName("fs"),
-		mem:   newBudget(opts.MemoryLimit),
-		now:   time.Now,
-		dirty: map[*File]struct{}{},
+		opts:     opts,
+		log:      opts.Logger.WithName("fs"),
+		mem:      newBudget(opts.MemoryLimit),
+		now:      time.Now,
+		dirty:    map[*File]struct{}{},
+		life:     life,
+		shutdown: shutdown,
 	}
+	f.store = getObserver{ObjectStore: store, fs: f}
+	f.bufs = newBufPool(f.mem, opts.PartSize, readaheadDepth(opts))
 	f.mountTime = f.now()
 	f.inodes.Store(1) // 1 is the root
 	f.root = newDir(f, nil, "", 1)

@@ -36,8 +36,12 @@ func newFileHandle(f *File, writable bool) *fileHandle {
 func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
 	f := h.f
 	dst := resp.Data[:req.Size]
+	// Completing an upload must not be cut short by an interrupt; only the
+	// wait for data below honours it (ctx.go).
+	uctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
+	defer cancel()
 	f.mu.Lock()
-	if err := f.finishStreamLocked(ctx); err != nil {
+	if err := f.finishStreamLocked(uctx); err != nil {
 		f.mu.Unlock()
 		key, _ := f.key()
 		return f.fs.fail("read", key, err)
@@ -77,6 +81,10 @@ func (h *fileHandle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fu
 		return errReadOnly
 	}
 	f := h.f
+	// A write may download the object (read-modify-write) or wait for a
+	// part upload; an interrupt must not fail a streaming upload (ctx.go).
+	ctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()+f.fs.opts.PartSize+int64(len(req.Data))))
+	defer cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.writeLocked(ctx, req.Offset, req.Data); err != nil {
@@ -98,6 +106,8 @@ func (h *fileHandle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 }
 
 func (f *File) flushWithErrno(ctx context.Context, op string) error {
+	ctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
+	defer cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	key, _ := f.key()
@@ -112,6 +122,8 @@ func (h *fileHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) erro
 	h.ra.close()
 	h.mu.Unlock()
 	f := h.f
+	ctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
+	defer cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.opens--

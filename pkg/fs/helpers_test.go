@@ -3,14 +3,18 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"bazil.org/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/fs/memstore"
@@ -49,8 +53,50 @@ func mountT(t *testing.T, store ObjectStore, opts Options) (*Mounted, string) {
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	t.Cleanup(func() { unmountT(t, m) })
+	watchUnmount(t, dir)                 // its cleanup runs last...
+	t.Cleanup(func() { unmountT(t, m) }) // ...after this one
 	return m, dir
+}
+
+// watchdogScript waits until the test process ($1) is gone or a zombie,
+// then aborts the FUSE connection ($3) and lazily unmounts the mountpoint
+// ($2) if it is still the mount of that device ($4).
+const watchdogScript = `pid=$1 dir=$2 conn=$3 dev=$4
+while read -r st < /proc/$pid/stat; do
+	st=${st##*) }
+	[ "${st%% *}" = Z ] && break
+	sleep 1
+done 2>/dev/null
+grep -q "^[0-9]* [0-9]* $dev / $dir " /proc/self/mountinfo || exit 0
+echo 1 > "$conn/abort"
+exec fusermount3 -u -z "$dir"`
+
+// watchUnmount covers the paths on which t.Cleanup never runs: a test
+// binary that times out (it panics) or is killed. Worse, a process whose
+// goroutines are blocked in requests to its own mount cannot finish
+// exiting (those threads wait for answers only it could give), stays a
+// zombie and keeps the mount. A shell started here notices that, aborts
+// the connection and unmounts. The regular cleanup stops it after
+// unmounting.
+func watchUnmount(t *testing.T, dir string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Errorf("watchdog: %v", err)
+		return
+	}
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	conn := fmt.Sprintf("/sys/fs/fuse/connections/%d", minor)
+	cmd := exec.Command("sh", "-c", watchdogScript, "cosmount-test-watchdog",
+		strconv.Itoa(os.Getpid()), dir, conn, fmt.Sprintf("%d:%d", major, minor))
+	if err := cmd.Start(); err != nil {
+		t.Errorf("watchdog: %v", err)
+		return
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
 }
 
 func unmountT(t *testing.T, m *Mounted) {

@@ -17,22 +17,130 @@ import (
 func (d *Dir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 	now := d.fs.now()
 	d.mu.Lock()
-	if d.complete && now.Sub(d.listedAt) < d.fs.opts.EntryTTL {
+	if d.complete && !d.namesOnly && now.Sub(d.listedAt) < d.fs.opts.EntryTTL {
 		ents := d.direntsLocked()
 		d.mu.Unlock()
 		return d.withInodes(ents), nil
 	}
 	d.mu.Unlock()
 
+	ctx, cancel := d.fs.detach(ctx, longOpTimeout)
+	defer cancel()
 	dirKey, err := d.key()
 	if err != nil {
 		return nil, err
 	}
-	listed, err := d.listAll(ctx, dirKey)
+	listed, _, err := d.list(ctx, dirKey, 0, now)
 	if err != nil {
 		return nil, d.fs.fail("readdir", dirKey, err)
 	}
-	// Files created here but not uploaded yet are not in the listing.
+	d.install(dirKey, listed, now, false)
+	d.mu.Lock()
+	ents := d.direntsLocked()
+	d.mu.Unlock()
+	return d.withInodes(ents), nil
+}
+
+// listForLookup lists the directory once (after a lookup found a name by
+// probing): when it fits in one page, the listing tells following lookups
+// which names exist for EntryTTL, so each costs one HEAD instead of HEAD +
+// LIST; it does not answer negatively (see cached). It reports
+// whether a listing was installed (by this call or a concurrent one); a
+// directory larger than a page is remembered as such for EntryTTL, and its
+// names are probed one by one. Errors are left to the probe, which reports
+// its own.
+func (d *Dir) listForLookup(ctx context.Context) bool {
+	if d.fs.opts.EntryTTL == 0 || d.fs.opts.NegativeTTL == 0 {
+		return false
+	}
+	now := d.fs.now()
+	d.mu.Lock()
+	if now.Before(d.largeUntil) || (d.complete && now.Sub(d.listedAt) < d.fs.opts.EntryTTL) {
+		d.mu.Unlock()
+		return false
+	}
+	if ch := d.listing; ch != nil {
+		d.mu.Unlock()
+		select {
+		case <-ch:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	ch := make(chan struct{})
+	d.listing = ch
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.listing = nil
+		d.mu.Unlock()
+		close(ch)
+	}()
+	dirKey, err := d.key()
+	if err != nil {
+		return false
+	}
+	listed, complete, err := d.list(ctx, dirKey, 1, now)
+	if err != nil {
+		return false
+	}
+	if !complete {
+		d.mu.Lock()
+		d.largeUntil = now.Add(d.fs.opts.EntryTTL)
+		d.mu.Unlock()
+		return false
+	}
+	for _, e := range listed {
+		e.nameOnly = true
+	}
+	d.install(dirKey, listed, now, true)
+	return true
+}
+
+// list reads the directory's listing, at most maxPages pages (0: all), and
+// stamps the entries with at; complete reports whether it read them all.
+func (d *Dir) list(ctx context.Context, dirKey string, maxPages int, at time.Time) (map[string]*entry, bool, error) {
+	out := map[string]*entry{}
+	o := cos.ListOptions{Prefix: dirKey, Delimiter: "/"}
+	for pages := 1; ; pages++ {
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		page, err := d.fs.store.List(pctx, o)
+		cancel()
+		if err != nil {
+			return nil, false, err
+		}
+		for _, obj := range page.Objects {
+			name := strings.TrimPrefix(obj.Key, dirKey)
+			if checkName(name) != nil {
+				continue // the marker itself, or a key no path can name
+			}
+			if prev, ok := out[name]; !ok || prev.kind != kindDir {
+				out[name] = &entry{kind: kindFile, info: obj, at: at}
+			}
+		}
+		for _, p := range page.CommonPrefixes {
+			name := strings.TrimSuffix(strings.TrimPrefix(p, dirKey), "/")
+			if checkName(name) != nil {
+				continue
+			}
+			out[name] = &entry{kind: kindDir, at: at}
+		}
+		if page.NextContinuationToken == "" {
+			return out, true, nil
+		}
+		if pages == maxPages {
+			return out, false, nil
+		}
+		o.ContinuationToken = page.NextContinuationToken
+	}
+}
+
+// install makes listed, a complete listing taken at start, the directory's
+// entries. Files created here but not uploaded yet are added (the store
+// does not know them), and what this mount learned or changed after start
+// (an upload, an unlink) wins over the listing, which may predate it.
+func (d *Dir) install(dirKey string, listed map[string]*entry, start time.Time, namesOnly bool) {
 	d.fs.mu.Lock()
 	var local []*File
 	for _, c := range d.children {
@@ -45,56 +153,57 @@ func (d *Dir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 		if f.isLocal() {
 			name, _ := f.nameNow()
 			if _, ok := listed[name]; !ok && name != "" {
-				listed[name] = &entry{kind: kindFile, info: cos.ObjectInfo{Key: dirKey + name}, at: now}
+				listed[name] = &entry{kind: kindFile, info: cos.ObjectInfo{Key: dirKey + name}, at: start}
 			}
 		}
 	}
+	d.mu.Lock()
+	for name, e := range d.entries {
+		if e.at.After(start) {
+			listed[name] = e
+		}
+	}
+	negative := map[string]time.Time{}
+	if ttl := d.fs.opts.NegativeTTL; ttl > 0 {
+		for name, exp := range d.negative {
+			if exp.Add(-ttl).After(start) {
+				negative[name] = exp
+				delete(listed, name)
+			}
+		}
+	}
+	d.entries = listed
+	d.negative = negative
+	d.complete = true
+	d.listedAt = start
+	d.namesOnly = namesOnly
+	d.mu.Unlock()
+	if namesOnly {
+		return
+	}
+	// Children take the listing's attributes, outside d.mu (a child Dir's
+	// refresh takes its own mu).
 	for name, e := range listed {
+		if !e.at.Equal(start) {
+			continue
+		}
 		if c := d.child(name); c != nil && c.kind() == e.kind {
 			c.refresh(e)
 		}
 	}
+}
+
+// markEmpty records that the directory was just created by this mount: its
+// listing is known (empty), so new names need no request.
+func (d *Dir) markEmpty(now time.Time) {
 	d.mu.Lock()
-	d.entries = listed
+	defer d.mu.Unlock()
+	d.entries = map[string]*entry{}
 	d.negative = map[string]time.Time{}
 	d.complete = true
 	d.listedAt = now
-	ents := d.direntsLocked()
-	d.mu.Unlock()
-	return d.withInodes(ents), nil
-}
-
-// listAll reads every page of the directory's listing.
-func (d *Dir) listAll(ctx context.Context, dirKey string) (map[string]*entry, error) {
-	now := d.fs.now()
-	out := map[string]*entry{}
-	o := cos.ListOptions{Prefix: dirKey, Delimiter: "/"}
-	for {
-		page, err := d.fs.store.List(ctx, o)
-		if err != nil {
-			return nil, err
-		}
-		for _, obj := range page.Objects {
-			name := strings.TrimPrefix(obj.Key, dirKey)
-			if checkName(name) != nil {
-				continue // the marker itself, or a key no path can name
-			}
-			if prev, ok := out[name]; !ok || prev.kind != kindDir {
-				out[name] = &entry{kind: kindFile, info: obj, at: now}
-			}
-		}
-		for _, p := range page.CommonPrefixes {
-			name := strings.TrimSuffix(strings.TrimPrefix(p, dirKey), "/")
-			if checkName(name) != nil {
-				continue
-			}
-			out[name] = &entry{kind: kindDir, at: now}
-		}
-		if page.NextContinuationToken == "" {
-			return out, nil
-		}
-		o.ContinuationToken = page.NextContinuationToken
-	}
+	d.namesOnly = false
+	d.largeUntil = time.Time{}
 }
 
 func (d *Dir) direntsLocked() []fuse.Dirent {

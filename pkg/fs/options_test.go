@@ -113,7 +113,7 @@ func TestErrnoMapping(t *testing.T) {
 		{&cos.Error{Kind: cos.ErrUnavailable, Err: syscall.ECONNREFUSED}, syscall.EIO},
 		{wrap(cos.ErrEntityTooSmall), syscall.EIO},
 		{context.Canceled, syscall.EINTR},
-		{fmt.Errorf("x: %w", context.DeadlineExceeded), syscall.EINTR},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), syscall.EIO},
 		{syscall.ENOTEMPTY, syscall.ENOTEMPTY},
 		{errors.New("anything else"), syscall.EIO},
 	}

@@ -30,7 +30,11 @@ func (d *Dir) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusefs
 	if err := checkName(req.NewName); err != nil {
 		return err
 	}
-	src, err := d.lookup(ctx, req.OldName)
+	ctx, cancel := d.fs.detach(ctx, longOpTimeout)
+	defer cancel()
+	lctx, lcancel := context.WithTimeout(ctx, opTimeout)
+	src, err := d.lookup(lctx, req.OldName)
+	lcancel()
 	if err != nil {
 		return err
 	}
@@ -48,7 +52,9 @@ func (d *Dir) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusefs
 	}
 	switch n := src.(type) {
 	case *File:
-		err = d.renameFile(ctx, n, oldKey, newKey)
+		fctx, fcancel := context.WithTimeout(ctx, transferTimeout(n.transferSize()))
+		err = d.renameFile(fctx, n, oldKey, newKey)
+		fcancel()
 	case *Dir:
 		err = d.renameDir(ctx, nd, req.NewName, oldKey+"/", newKey+"/")
 	}

@@ -30,7 +30,7 @@ type streamUpload struct {
 
 	slots  chan struct{} // one token per part in flight
 	wg     sync.WaitGroup
-	ctx    context.Context // uploads outlive the write request that queued them
+	ctx    context.Context // uploads outlive the write request that queued them; ends at unmount
 	cancel context.CancelFunc
 
 	mu    sync.Mutex
@@ -43,7 +43,7 @@ func (f *FS) startStream(ctx context.Context, key string, o cos.PutOptions) (*st
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithCancel(context.Background())
+	sctx, cancel := context.WithCancel(f.life)
 	return &streamUpload{
 		fs: f, key: key, uploadID: id, metadata: o.Metadata, partSize: f.opts.PartSize,
 		slots: make(chan struct{}, f.opts.UploadConcurrency), ctx: sctx, cancel: cancel,
@@ -139,7 +139,9 @@ func (s *streamUpload) submit(ctx context.Context, data []byte, budget int64) er
 		defer s.wg.Done()
 		defer func() { <-s.slots }()
 		defer s.fs.mem.release(budget)
-		p, err := s.fs.store.UploadPart(s.ctx, s.key, s.uploadID, num, bytes.NewReader(data), int64(len(data)))
+		ctx, cancel := context.WithTimeout(s.ctx, transferTimeout(int64(len(data))))
+		defer cancel()
+		p, err := s.fs.store.UploadPart(ctx, s.key, s.uploadID, num, bytes.NewReader(data), int64(len(data)))
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if err != nil {

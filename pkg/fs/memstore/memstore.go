@@ -81,6 +81,7 @@ type Store struct {
 	counts      map[Op]int64
 	fault       FaultFunc
 	minPartSize int64
+	latency     time.Duration
 	now         func() time.Time
 }
 
@@ -100,6 +101,14 @@ func (s *Store) SetMinPartSize(n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.minPartSize = n
+}
+
+// SetLatency makes every call take d, as a request over the network would;
+// a call whose context ends first fails with the context's error.
+func (s *Store) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
 }
 
 // SetFault installs (or with nil removes) the failure injection hook.
@@ -173,8 +182,16 @@ func (s *Store) PendingUploads() int {
 func (s *Store) begin(ctx context.Context, op Op, key string) error {
 	s.mu.Lock()
 	s.counts[op]++
-	f := s.fault
+	f, latency := s.fault, s.latency
 	s.mu.Unlock()
+	if latency > 0 {
+		t := time.NewTimer(latency)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

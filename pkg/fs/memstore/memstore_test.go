@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cosmount/cosmount/pkg/cos"
 )
@@ -215,5 +216,20 @@ func TestCopyDeleteCountsFaults(t *testing.T) {
 	s.ResetCounts()
 	if len(s.Counts()) != 0 {
 		t.Error("reset")
+	}
+}
+
+func TestLatencyHonoursContext(t *testing.T) {
+	s := New()
+	put(t, s, "k", "x")
+	s.SetLatency(time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Head(ctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("head with a canceled context during latency: %v", err)
+	}
+	s.SetLatency(time.Millisecond)
+	if _, err := s.Head(context.Background(), "k"); err != nil {
+		t.Fatalf("head with latency: %v", err)
 	}
 }
