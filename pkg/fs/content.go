@@ -29,6 +29,9 @@ type content struct {
 	stream *streamUpload
 	size   int64
 	dirty  bool
+	// fresh: a file created by this mount that nothing has written,
+	// truncated or changed the attributes of yet (see fileHandle.Flush).
+	fresh bool
 }
 
 func newMemContent() *content { return &content{kind: inMemory} }
@@ -247,6 +250,7 @@ func (f *File) growLocked(need int64) bool {
 
 func (f *File) markDirtyLocked() {
 	f.content.dirty = true
+	f.content.fresh = false
 	f.attrMu.Lock()
 	f.meta.mtime = f.fs.now()
 	f.attrMu.Unlock()

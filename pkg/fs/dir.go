@@ -75,6 +75,7 @@ type Dir struct {
 	largeUntil time.Time            // guarded by mu: until then, misses are probed, not listed
 	listing    chan struct{}        // guarded by mu: closed when the lookup listing in flight ends
 	namesOnly  bool                 // guarded by mu: the complete listing was made for lookups
+	madeHere   bool                 // guarded by mu: the complete "listing" is mkdir's (known empty)
 	meta       attrMeta             // guarded by mu
 	hasMarker  bool                 // guarded by mu
 
@@ -193,7 +194,12 @@ func (d *Dir) lookup(ctx context.Context, name string) (node, error) {
 		e, err = d.probe(ctx, dirKey+name)
 	}
 	if errors.Is(err, cos.ErrNotFound) {
-		d.setNegative(name)
+		if known == nil {
+			// A miss is often followed by more (cp -r, tar x): list the
+			// directory once so that they are answered from the listing.
+			d.listForLookup(ctx)
+		}
+		d.setNegative(name) // after the listing, which keeps only newer negatives
 		return nil, syscall.ENOENT
 	}
 	if err != nil {
@@ -220,7 +226,7 @@ func (d *Dir) cached(name string) (n node, known *entry, err error, ok bool) {
 	e := d.entries[name]
 	exp, negative := d.negative[name]
 	age := now.Sub(d.listedAt)
-	complete := d.complete && !d.namesOnly
+	complete := d.complete
 	d.mu.Unlock()
 	if e != nil && now.Sub(e.at) < d.fs.opts.EntryTTL {
 		if e.nameOnly {
@@ -232,9 +238,9 @@ func (d *Dir) cached(name string) (n node, known *entry, err error, ok bool) {
 		return nil, nil, syscall.ENOENT, true
 	}
 	// A fresh complete listing without the name: it does not exist. That is
-	// a negative answer, so NegativeTTL bounds it too. A listing made for
-	// lookups does not answer negatively: O_CREAT of a name another client
-	// wrote since would replace that object (see doc.go).
+	// a negative answer, so NegativeTTL bounds it too. Another client may
+	// have written the name since the listing: Create and Symlink check
+	// with a HEAD before they write (absenceKnown).
 	if e == nil && complete && age < d.fs.opts.EntryTTL && age < d.fs.opts.NegativeTTL {
 		return nil, nil, syscall.ENOENT, true
 	}
@@ -408,27 +414,6 @@ func (d *Dir) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fusefs.Node, e
 	return n, nil
 }
 
-// Create makes a new, empty, dirty file; it reaches the store on flush.
-func (d *Dir) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fusefs.Node, fusefs.Handle, error) {
-	if d.fs.opts.ReadOnly {
-		return nil, nil, errReadOnly
-	}
-	if err := checkName(req.Name); err != nil {
-		return nil, nil, err
-	}
-	dirKey, err := d.key()
-	if err != nil {
-		return nil, nil, err
-	}
-	f := newFile(d.fs, d, req.Name, d.fs.nextInode(), false)
-	f.initNew(attrMeta{mode: req.Mode.Perm() &^ req.Umask.Perm(), uid: req.Uid, gid: req.Gid, mtime: d.fs.now()})
-	d.attach(req.Name, f)
-	d.fs.setDirty(f, true)
-	d.setEntry(req.Name, &entry{kind: kindFile, info: cos.ObjectInfo{Key: dirKey + req.Name}, at: d.fs.now()})
-	resp.EntryValid = d.fs.opts.EntryTTL
-	return f, f.open(req.Flags), nil
-}
-
 // Symlink stores the target as the object's body with mode S_IFLNK, as s3fs does.
 func (d *Dir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.Node, error) {
 	if d.fs.opts.ReadOnly {
@@ -444,6 +429,14 @@ func (d *Dir) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.Nod
 	key := dirKey + req.NewName
 	ctx, cancel := d.fs.detach(ctx, opTimeout)
 	defer cancel()
+	if !d.absenceKnown(req.NewName) {
+		// As in Create: the name may have been written since the listing.
+		if _, err := d.fs.store.Head(ctx, key); err == nil {
+			return nil, syscall.EEXIST
+		} else if !errors.Is(err, cos.ErrNotFound) {
+			return nil, d.fs.fail("symlink", key, err)
+		}
+	}
 	md := attrMeta{mode: os.ModeSymlink | 0o777, uid: req.Uid, gid: req.Gid, mtime: d.fs.now()}.encode(nil)
 	info, err := d.fs.store.Put(ctx, key, strings.NewReader(req.Target), int64(len(req.Target)), cos.PutOptions{Metadata: md})
 	if err != nil {

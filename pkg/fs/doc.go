@@ -35,13 +35,20 @@
 // Directory rename moves every key below the directory with copy + delete;
 // it is not atomic: a failure in the middle leaves keys under both names
 // (the error is returned; repeating the rename finishes it). A lookup that
-// finds a name by probing lists the directory once (one page, 1000 names): the
+// probes a name lists the directory once (one page, 1000 names): the
 // listing then tells which names exist for EntryTTL (each is still HEADed
-// once for its metadata); a directory larger than a page is probed name by
-// name. Such a listing does not answer "no such name": O_CREAT would then
-// replace an object another client wrote since. A readdir listing does
-// (for min(EntryTTL, NegativeTTL)), and a directory made by mkdir here is
-// known empty. Operations are not canceled by signals
+// once for its metadata) and which do not (for min(EntryTTL, NegativeTTL),
+// as a readdir listing does); a directory larger than a page is probed name
+// by name. Another client may write a name after a listing, so creating a
+// name a listing said absent HEADs it first (not a name this mount HEADed
+// or removed itself, nor one in a directory it made by mkdir less than
+// EntryTTL ago): if the object exists, O_CREAT opens it (O_TRUNC empties
+// it, O_APPEND appends to it) and O_EXCL fails with EEXIST. That HEAD does
+// not see a directory "name/" made elsewhere meanwhile: the new object is
+// then hidden by it (see above), not lost. The first flush of a file that
+// its open created, while nothing was written to it, uploads nothing (see
+// fileHandle.Flush), so a shell redirection costs one PUT. Operations are
+// not canceled by signals
 // (ctx.go); only a read waiting for data returns EINTR. A failed
 // streaming multipart upload cannot be retried from the mount (its parts
 // are gone); close() reports the error. Attributes from a listing carry no

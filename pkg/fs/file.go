@@ -88,6 +88,7 @@ func (f *File) initNew(m attrMeta) {
 	defer f.mu.Unlock()
 	f.content = newMemContent()
 	f.content.dirty = true
+	f.content.fresh = true
 	f.attrMu.Lock()
 	f.meta = m
 	f.fetchedAt = f.fs.now()
@@ -301,6 +302,9 @@ func (f *File) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	}
 	dirty, exists, headed := f.dirty, f.exists, f.headed
 	f.attrMu.Unlock()
+	if f.content != nil {
+		f.content.fresh = false // touch(1): its close must upload (fileHandle.Flush)
+	}
 	if dirty {
 		if f.opens > 0 {
 			return nil // uploaded, with the new metadata, on flush

@@ -14,6 +14,11 @@ import (
 type fileHandle struct {
 	f        *File
 	writable bool
+	// created: this open made the file (Create). deferred: its first flush
+	// found the file still fresh and left the empty upload to a later
+	// flush or to release. Both guarded by f.mu.
+	created  bool
+	deferred bool
 
 	mu sync.Mutex // guards ra
 	ra *readahead
@@ -98,20 +103,36 @@ func (h *fileHandle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fu
 // Flush (every close) uploads the file's changes and returns the upload's
 // error. Read-only descriptors do not upload: closing one must not cut a
 // streaming upload of another descriptor short.
+//
+// One exception saves a PUT: the first flush of the open that created the
+// file, while nothing has been written to it and its attributes are
+// unchanged. A shell redirection (`echo hi > f`) opens f, dup2()s it to
+// stdout and closes the original descriptor before echo writes: uploading
+// the empty file then would be followed by a second PUT with the data.
+// FUSE does not say whether other descriptors remain, so the empty object
+// is left to the next flush (which uploads whatever the file holds then
+// and returns its error to close) or to release. A file that is created
+// and closed without a write or a setattr (`: > f`, busybox touch) is
+// therefore uploaded on release, which the kernel does not wait for: it
+// reaches the bucket just after close returns, and an error is logged
+// (the file stays dirty for FS.Flush), not returned. GNU touch sets the
+// times (a setattr) before it closes, so its file is in the bucket when
+// it exits. Every file with data is uploaded before its close returns.
 func (h *fileHandle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 	if !h.writable {
 		return nil
 	}
-	return h.f.flushWithErrno(ctx, "flush")
-}
-
-func (f *File) flushWithErrno(ctx context.Context, op string) error {
+	f := h.f
 	ctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
 	defer cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if h.created && !h.deferred && f.content != nil && f.content.fresh {
+		h.deferred = true
+		return nil
+	}
 	key, _ := f.key()
-	return f.fs.fail(op, key, f.flushLocked(ctx))
+	return f.fs.fail("flush", key, f.flushLocked(ctx))
 }
 
 // Release (last close of the description) retries a failed upload once

@@ -41,10 +41,11 @@ func (d *Dir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 	return d.withInodes(ents), nil
 }
 
-// listForLookup lists the directory once (after a lookup found a name by
-// probing): when it fits in one page, the listing tells following lookups
-// which names exist for EntryTTL, so each costs one HEAD instead of HEAD +
-// LIST; it does not answer negatively (see cached). It reports
+// listForLookup lists the directory once (after a lookup probed a name):
+// when it fits in one page, the listing tells following lookups which names
+// exist for EntryTTL, so each costs one HEAD instead of HEAD + LIST, and
+// which do not (a name created then costs Create's HEAD, see absenceKnown,
+// instead of HEAD + LIST). It reports
 // whether a listing was installed (by this call or a concurrent one); a
 // directory larger than a page is remembered as such for EntryTTL, and its
 // names are probed one by one. Errors are left to the probe, which reports
@@ -177,6 +178,7 @@ func (d *Dir) install(dirKey string, listed map[string]*entry, start time.Time, 
 	d.complete = true
 	d.listedAt = start
 	d.namesOnly = namesOnly
+	d.madeHere = false
 	d.mu.Unlock()
 	if namesOnly {
 		return
@@ -203,6 +205,7 @@ func (d *Dir) markEmpty(now time.Time) {
 	d.complete = true
 	d.listedAt = now
 	d.namesOnly = false
+	d.madeHere = true
 	d.largeUntil = time.Time{}
 }
 

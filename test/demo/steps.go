@@ -86,17 +86,14 @@ func (d *demo) readBack(ctx context.Context) error {
 		if e.Service != "cos" || e.Key != objectKey {
 			continue
 		}
-		mark, note := " ", ""
-		if e.Operation == "PutObject" && e.Status == 200 && e.AuthScheme == "bearer" && e.PrincipalID == profileID {
-			if e.Bytes == int64(len(objectContent)) {
-				mark, found = "*", true
-			} else if e.Bytes == 0 {
-				// sh opens the file, dup2s it to stdout and closes the
-				// original: a flush (of an empty file) before echo writes.
-				note = "  <- flush at the redirection's first close, before any data"
-			}
+		// One PUT: the redirection's first close (sh dup2s the file to
+		// stdout and closes the original before echo writes) uploads nothing.
+		mark := " "
+		if e.Operation == "PutObject" && e.Status == 200 && e.AuthScheme == "bearer" && e.PrincipalID == profileID &&
+			e.Bytes == int64(len(objectContent)) {
+			mark, found = "*", true
 		}
-		d.say("%s %s%s", mark, formatAudit(e), note)
+		d.say("%s %s", mark, formatAudit(e))
 	}
 	if !found {
 		return fmt.Errorf("the audit shows no bearer PutObject of %s by %s", objectKey, profileID)

@@ -69,8 +69,8 @@ func TestExternalChangesBecomeVisible(t *testing.T) {
 	}
 }
 
-// TestNegativeCache: repeated lookups of a missing name cost at most one
-// request while the negative TTL lasts.
+// TestNegativeCache: repeated lookups of a missing name cost no request
+// after the first while the negative TTL lasts.
 func TestNegativeCache(t *testing.T) {
 	env := emulatortest.Start(t)
 	m := mountWriter(t, env, "negative_ttl=10m,entry_ttl=10m,attr_ttl=10m")
@@ -86,8 +86,9 @@ func TestNegativeCache(t *testing.T) {
 		ops[e.Operation]++
 	}
 	t.Logf("requests for 20 lookups of a missing name: %v", ops)
-	// The first lookup may HEAD the name and list it as a prefix.
-	if len(entries) > 2 {
-		t.Errorf("%d requests for 20 lookups of a missing name, want at most 2: %v", len(entries), ops)
+	// The first lookup may HEAD the name, list it as a prefix and list the
+	// directory once (which answers later misses in it).
+	if len(entries) > 3 {
+		t.Errorf("%d requests for 20 lookups of a missing name, want at most 3: %v", len(entries), ops)
 	}
 }
