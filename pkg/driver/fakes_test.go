@@ -337,22 +337,35 @@ func startPlugin(t *testing.T) *testPlugin {
 	if err != nil {
 		t.Fatal(err)
 	}
+	conn, _ := serve(t, d, filepath.Join(dir, "csi.sock"))
+	p.node, p.controller, p.identity = csi.NewNodeClient(conn), csi.NewControllerClient(conn), csi.NewIdentityClient(conn)
+	return p
+}
+
+// serve runs d until the test ends or stop is called and returns a client
+// connection to the plugin's unix socket sock once it accepts connections.
+// stop ends Run (at most once); it is also a t.Cleanup.
+func serve(t *testing.T, d *Driver, sock string) (conn *grpc.ClientConn, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Error("plugin did not stop")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("plugin did not stop")
-		}
-	})
-	sock := filepath.Join(dir, "csi.sock")
-	deadline := time.Now().Add(30 * time.Second)
+		})
+	}
+	t.Cleanup(stop)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
@@ -368,8 +381,7 @@ func startPlugin(t *testing.T) *testPlugin {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	p.node, p.controller, p.identity = csi.NewNodeClient(conn), csi.NewControllerClient(conn), csi.NewIdentityClient(conn)
-	return p
+	return conn, stop
 }
 
 var errBoom = errors.New("boom")

@@ -198,7 +198,7 @@ func run(ctx context.Context, cfg *config, cl *cleanups) error {
 	if err != nil {
 		return err
 	}
-	logf("%s serving at %s (pid %d)", srv.kind, srv.endpoint, srv.proc.pid())
+	logf("%s serving at %s (pid %d)", srv.kind, srv.endpoint, srv.proc.PID())
 	client, err := cos.New(cos.Options{Endpoint: srv.endpoint, Region: srv.region, UsePathStyle: true,
 		HMAC: &cos.HMAC{AccessKeyID: hmacAccessKey, SecretAccessKey: hmacSecretKey}, Version: "bench"})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cosmount/cosmount/pkg/cos"
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // bench runs the scenarios and collects samples.
@@ -104,8 +105,8 @@ func (b *bench) measure(ctx context.Context, s *session, bucket string, fn func(
 		return sample{}, err
 	}
 	b.probe.take()
-	srv0, err1 := cpuSeconds(b.srv.proc.pid())
-	cli0, err2 := cpuSeconds(s.pid())
+	srv0, err1 := testproc.CPUSeconds(b.srv.proc.PID())
+	cli0, err2 := testproc.CPUSeconds(s.pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return sample{}, err
 	}
@@ -114,8 +115,8 @@ func (b *bench) measure(ctx context.Context, s *session, bucket string, fn func(
 		return sample{}, err
 	}
 	sm := sample{Seconds: time.Since(start).Seconds()}
-	srv1, err1 := cpuSeconds(b.srv.proc.pid())
-	cli1, err2 := cpuSeconds(s.pid())
+	srv1, err1 := testproc.CPUSeconds(b.srv.proc.PID())
+	cli1, err2 := testproc.CPUSeconds(s.pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return sample{}, err
 	}

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // The emulator's default configuration's well-known test credentials (see
@@ -28,7 +30,7 @@ const (
 // s3Server is the one S3 server every tool of a run talks to.
 type s3Server struct {
 	kind     string // "emulator" or "versitygw"
-	proc     *proc
+	proc     *testproc.Process
 	endpoint string // http://127.0.0.1:PORT
 	iamURL   string // emulator only
 	region   string
@@ -56,7 +58,7 @@ func startServer(ctx context.Context, cfg *config, dir string, cl *cleanups) (*s
 			return nil, err
 		}
 		s.proc = p
-		cl.add(func() { p.stop(30 * time.Second) })
+		cl.add(func() { p.Stop(30 * time.Second) })
 		line, err := waitFile(ctx, p, ready, time.Minute)
 		if err != nil {
 			return nil, err
@@ -89,7 +91,7 @@ func startServer(ctx context.Context, cfg *config, dir string, cl *cleanups) (*s
 			return nil, err
 		}
 		s.proc = p
-		cl.add(func() { p.stop(30 * time.Second) })
+		cl.add(func() { p.Stop(30 * time.Second) })
 		s.endpoint = "http://127.0.0.1:" + strconv.Itoa(port)
 		s.region = "us-east-1"
 		if err := waitTCP(ctx, p, "127.0.0.1:"+strconv.Itoa(port), time.Minute); err != nil {
@@ -132,14 +134,14 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func waitFile(ctx context.Context, p *proc, path string, timeout time.Duration) (string, error) {
+func waitFile(ctx context.Context, p *testproc.Process, path string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
 			return strings.TrimSpace(string(b)), nil
 		}
-		if p.exited() {
-			return "", fmt.Errorf("%s exited at start (%v); see its log", p.name, p.err)
+		if p.Exited() {
+			return "", fmt.Errorf("%s exited at start (%v); see its log", p.Name, p.Err())
 		}
 		select {
 		case <-ctx.Done():
@@ -147,18 +149,18 @@ func waitFile(ctx context.Context, p *proc, path string, timeout time.Duration) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return "", fmt.Errorf("%s: not ready after %s", p.name, timeout)
+	return "", fmt.Errorf("%s: not ready after %s", p.Name, timeout)
 }
 
-func waitTCP(ctx context.Context, p *proc, addr string, timeout time.Duration) error {
+func waitTCP(ctx context.Context, p *testproc.Process, addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			c.Close()
 			return nil
 		}
-		if p.exited() {
-			return fmt.Errorf("%s exited at start (%v); see its log", p.name, p.err)
+		if p.Exited() {
+			return fmt.Errorf("%s exited at start (%v); see its log", p.Name, p.Err())
 		}
 		select {
 		case <-ctx.Done():
@@ -166,7 +168,7 @@ func waitTCP(ctx context.Context, p *proc, addr string, timeout time.Duration) e
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s: %s not accepting connections after %s", p.name, addr, timeout)
+	return fmt.Errorf("%s: %s not accepting connections after %s", p.Name, addr, timeout)
 }
 
 // auditMark is a position in the emulator's audit log.

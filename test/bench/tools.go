@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cosmount/cosmount/pkg/cos"
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // tool is one way of reaching the bucket: the SDK alone or a FUSE filesystem.
@@ -19,7 +20,7 @@ type tool struct {
 	name string
 	// mount starts a FUSE server for bucket on mnt in the foreground (so
 	// that its PID is the serving process); nil for the SDK.
-	mount func(ctx context.Context, bucket, mnt, logPath string) (*proc, error)
+	mount func(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error)
 }
 
 func (t *tool) fuse() bool { return t.mount != nil }
@@ -27,9 +28,9 @@ func (t *tool) fuse() bool { return t.mount != nil }
 // session is one mount (or, for the SDK, one client) used for one phase.
 type session struct {
 	tool   *tool
-	mnt    string      // FUSE mountpoint; "" for the SDK
-	proc   *proc       // FUSE server process; nil for the SDK
-	bucket *cos.Bucket // the SDK's bucket handle
+	mnt    string            // FUSE mountpoint; "" for the SDK
+	proc   *testproc.Process // FUSE server process; nil for the SDK
+	bucket *cos.Bucket       // the SDK's bucket handle
 	close  func()
 }
 
@@ -37,7 +38,7 @@ type session struct {
 // the FUSE server, or the benchmark itself for the SDK.
 func (s *session) pid() int {
 	if s.proc != nil {
-		return s.proc.pid()
+		return s.proc.PID()
 	}
 	return os.Getpid()
 }
@@ -93,14 +94,14 @@ func (ts *toolSet) open(ctx context.Context, t *tool, bucket string) (*session, 
 		}
 		// The servers exit by themselves once the kernel released the mount.
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(2 * time.Minute):
-			logf("%s did not exit after unmount; stopping it", p.name)
+			logf("%s did not exit after unmount; stopping it", p.Name)
 		}
-		p.stop(30 * time.Second)
+		p.Stop(30 * time.Second)
 		_ = os.Remove(mnt)
 	})
-	if err := waitMounted(ctx, p, mnt, 2*time.Minute); err != nil {
+	if err := testproc.WaitMounted(ctx, p, mnt, "", true, 2*time.Minute); err != nil {
 		closeFn()
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
@@ -117,8 +118,8 @@ func (ts *toolSet) secretFile(name, content string) (string, error) {
 	return p, nil
 }
 
-func (ts *toolSet) mountCosmount(bearer bool) func(context.Context, string, string, string) (*proc, error) {
-	return func(ctx context.Context, bucket, mnt, logPath string) (*proc, error) {
+func (ts *toolSet) mountCosmount(bearer bool) func(context.Context, string, string, string) (*testproc.Process, error) {
+	return func(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error) {
 		args := []string{filepath.Join(ts.cfg.binDir, "cosmount"), "mount", "--foreground",
 			"--endpoint", ts.srv.endpoint, "--region", ts.srv.region}
 		if bearer {
@@ -142,7 +143,7 @@ func (ts *toolSet) mountCosmount(bearer bool) func(context.Context, string, stri
 }
 
 // mountS3fs runs s3fs with its Debian defaults, only pointed at the server.
-func (ts *toolSet) mountS3fs(ctx context.Context, bucket, mnt, logPath string) (*proc, error) {
+func (ts *toolSet) mountS3fs(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error) {
 	f, err := ts.secretFile("s3fs-passwd", hmacAccessKey+":"+hmacSecretKey+"\n")
 	if err != nil {
 		return nil, err
@@ -158,7 +159,7 @@ func (ts *toolSet) mountS3fs(ctx context.Context, bucket, mnt, logPath string) (
 // close and its directory cache short (see TEST-ENVIRONMENT.md). Each mount
 // gets a fresh cache directory, so a read after a remount comes from the
 // server and not from the previous mount's write cache.
-func (ts *toolSet) mountRclone(ctx context.Context, bucket, mnt, logPath string) (*proc, error) {
+func (ts *toolSet) mountRclone(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error) {
 	conf := strings.Join([]string{
 		"[bench]",
 		"type = s3",

@@ -23,6 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // NodeName is the name of the suite's only node.
@@ -50,8 +52,8 @@ type Cluster struct {
 	KubeletDir string
 	Containerd string // containerd socket
 	etcd       string
-	kubelet    *proc
-	apiserver  *proc
+	kubelet    *testproc.Process
+	apiserver  *testproc.Process
 }
 
 // freePort asks the kernel for an unused loopback port. Another process
@@ -134,7 +136,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		return err
 	}
 	c.etcd = client
-	return waitFor(ctx, "etcd health", time.Minute, []*proc{p}, func(ctx context.Context) error {
+	return waitFor(ctx, "etcd health", time.Minute, []*testproc.Process{p}, func(ctx context.Context) error {
 		return httpOK(ctx, http.DefaultClient, client+"/health")
 	})
 }
@@ -198,7 +200,7 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return waitFor(ctx, "kube-apiserver /readyz", 3*time.Minute, []*proc{p}, func(ctx context.Context) error {
+	return waitFor(ctx, "kube-apiserver /readyz", 3*time.Minute, []*testproc.Process{p}, func(ctx context.Context) error {
 		return httpOK(ctx, hc, c.APIServer+"/readyz")
 	})
 }
@@ -230,7 +232,7 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:service-account-issuer-discovery"},
 		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "system:unauthenticated"}},
 	}
-	return waitFor(ctx, "issuer discovery binding", time.Minute, []*proc{c.apiserver}, func(ctx context.Context) error {
+	return waitFor(ctx, "issuer discovery binding", time.Minute, []*testproc.Process{c.apiserver}, func(ctx context.Context) error {
 		_, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return nil
@@ -279,7 +281,7 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 	}
 	// The service-account controller making "default" in kube-system shows
 	// the controller manager is working.
-	return waitFor(ctx, "default service account from kube-controller-manager", 3*time.Minute, []*proc{kcm, sched, c.apiserver}, func(ctx context.Context) error {
+	return waitFor(ctx, "default service account from kube-controller-manager", 3*time.Minute, []*testproc.Process{kcm, sched, c.apiserver}, func(ctx context.Context) error {
 		_, err := c.Client.CoreV1().ServiceAccounts("kube-system").Get(ctx, "default", metav1.GetOptions{})
 		return err
 	})
@@ -334,7 +336,7 @@ state = %[2]q
 	if err != nil {
 		return err
 	}
-	return waitFor(ctx, "containerd socket", time.Minute, []*proc{p}, func(ctx context.Context) error {
+	return waitFor(ctx, "containerd socket", time.Minute, []*testproc.Process{p}, func(ctx context.Context) error {
 		_, err := c.ctr(ctx, "version")
 		return err
 	})
@@ -435,7 +437,7 @@ serializeImagePulls: false
 		return err
 	}
 	c.kubelet = p
-	return waitFor(ctx, "node registered by kubelet", 3*time.Minute, []*proc{p, c.apiserver}, func(ctx context.Context) error {
+	return waitFor(ctx, "node registered by kubelet", 3*time.Minute, []*testproc.Process{p, c.apiserver}, func(ctx context.Context) error {
 		_, err := c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		return err
 	})
@@ -448,7 +450,7 @@ func (c *Cluster) PodLogsDir() string { return filepath.Join(c.opts.Work, "pod-l
 // stops the daemons; teardown (run by the caller) removes what is left.
 func (c *Cluster) Stop(ctx context.Context) {
 	if c.Client != nil && c.kubelet != nil {
-		if done, _ := c.kubelet.exited(); !done {
+		if !c.kubelet.Exited() {
 			c.drainPods(ctx)
 		}
 	}

@@ -25,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // DriverName is the CSI driver the manifests register.
@@ -266,40 +268,30 @@ func (c *Cluster) Apply(ctx context.Context, objs []runtime.Object) error {
 	for _, obj := range objs {
 		var err error
 		var what string
+		cs := c.Client
 		switch o := obj.(type) {
 		case *corev1.ServiceAccount:
-			what = "ServiceAccount " + o.Name
-			_, err = c.Client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "ServiceAccount", o, cs.CoreV1().ServiceAccounts(o.Namespace).Create)
 		case *rbacv1.ClusterRole:
-			what = "ClusterRole " + o.Name
-			_, err = c.Client.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "ClusterRole", o, cs.RbacV1().ClusterRoles().Create)
 		case *rbacv1.ClusterRoleBinding:
-			what = "ClusterRoleBinding " + o.Name
-			_, err = c.Client.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "ClusterRoleBinding", o, cs.RbacV1().ClusterRoleBindings().Create)
 		case *rbacv1.Role:
-			what = "Role " + o.Name
-			_, err = c.Client.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "Role", o, cs.RbacV1().Roles(o.Namespace).Create)
 		case *rbacv1.RoleBinding:
-			what = "RoleBinding " + o.Name
-			_, err = c.Client.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "RoleBinding", o, cs.RbacV1().RoleBindings(o.Namespace).Create)
 		case *storagev1.CSIDriver:
-			what = "CSIDriver " + o.Name
-			_, err = c.Client.StorageV1().CSIDrivers().Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "CSIDriver", o, cs.StorageV1().CSIDrivers().Create)
 		case *storagev1.StorageClass:
-			what = "StorageClass " + o.Name
-			_, err = c.Client.StorageV1().StorageClasses().Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "StorageClass", o, cs.StorageV1().StorageClasses().Create)
 		case *appsv1.DaemonSet:
-			what = "DaemonSet " + o.Name
-			_, err = c.Client.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "DaemonSet", o, cs.AppsV1().DaemonSets(o.Namespace).Create)
 		case *appsv1.Deployment:
-			what = "Deployment " + o.Name
-			_, err = c.Client.AppsV1().Deployments(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "Deployment", o, cs.AppsV1().Deployments(o.Namespace).Create)
 		case *corev1.Secret:
-			what = "Secret " + o.Name
-			_, err = c.Client.CoreV1().Secrets(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "Secret", o, cs.CoreV1().Secrets(o.Namespace).Create)
 		case *corev1.ConfigMap:
-			what = "ConfigMap " + o.Name
-			_, err = c.Client.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			what, err = create(ctx, "ConfigMap", o, cs.CoreV1().ConfigMaps(o.Namespace).Create)
 		default:
 			return fmt.Errorf("apply: unsupported object %T in deploy manifests", obj)
 		}
@@ -311,10 +303,17 @@ func (c *Cluster) Apply(ctx context.Context, objs []runtime.Object) error {
 	return nil
 }
 
+// create calls one typed client's Create for obj and names the object as
+// "Kind name" for the log and errors.
+func create[T metav1.Object](ctx context.Context, kind string, obj T, fn func(context.Context, T, metav1.CreateOptions) (T, error)) (string, error) {
+	_, err := fn(ctx, obj, metav1.CreateOptions{})
+	return kind + " " + obj.GetName(), err
+}
+
 // WaitPluginReady waits until kubelet has registered the driver on the
 // node (CSINode lists it) and the controller's containers all run.
 func (c *Cluster) WaitPluginReady(ctx context.Context) error {
-	err := waitFor(ctx, "CSINode lists "+DriverName+" (registration through plugins_registry)", 5*time.Minute, []*proc{c.kubelet}, func(ctx context.Context) error {
+	err := waitFor(ctx, "CSINode lists "+DriverName+" (registration through plugins_registry)", 5*time.Minute, []*testproc.Process{c.kubelet}, func(ctx context.Context) error {
 		n, err := c.Client.StorageV1().CSINodes().Get(ctx, NodeName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -330,7 +329,7 @@ func (c *Cluster) WaitPluginReady(ctx context.Context) error {
 		return err
 	}
 	logStep("kubelet registered %s on %s", DriverName, NodeName)
-	err = waitFor(ctx, "controller pod ready", 5*time.Minute, []*proc{c.kubelet}, func(ctx context.Context) error {
+	err = waitFor(ctx, "controller pod ready", 5*time.Minute, []*testproc.Process{c.kubelet}, func(ctx context.Context) error {
 		pods, err := c.Client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=controller"})
 		if err != nil {
 			return err

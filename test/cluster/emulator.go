@@ -22,6 +22,7 @@ import (
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/emulator/audit"
 	"github.com/cosmount/cosmount/pkg/emulator/config"
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // The emulator's view of the suite's world.
@@ -59,7 +60,7 @@ type Emulator struct {
 	// Store is a COS client with the suite's observer HMAC key (Manager on
 	// every bucket): it checks what pods did, it never acts for them.
 	Store *cos.Client
-	proc  *proc
+	proc  *testproc.Process
 }
 
 // StartEmulator runs cosmount-emulator with a configuration whose only
@@ -117,7 +118,7 @@ func (c *Cluster) StartEmulator(ctx context.Context, binary, controllerSA string
 		return nil, err
 	}
 	e := &Emulator{proc: p}
-	err = waitFor(ctx, "emulator ready file", time.Minute, []*proc{p}, func(context.Context) error {
+	err = waitFor(ctx, "emulator ready file", time.Minute, []*testproc.Process{p}, func(context.Context) error {
 		b, err := os.ReadFile(ready)
 		if err != nil {
 			return err

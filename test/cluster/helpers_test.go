@@ -3,7 +3,6 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -19,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // Generous: two cores are shared with other builds, and a first mount
@@ -243,28 +244,13 @@ type fuseMount struct {
 // volumeMount finds the FUSE mount kubelet's target for pod uid has, if any.
 func volumeMount(uid types.UID) (fuseMount, bool) {
 	prefix := filepath.Join(env.c.KubeletDir, "pods", string(uid), "volumes", "kubernetes.io~csi") + "/"
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := testproc.Mounts()
 	if err != nil {
 		return fuseMount{}, false
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range fields {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) {
-			continue
-		}
-		target := unescapeMountPath(fields[4])
-		if strings.HasPrefix(target, prefix) && strings.HasPrefix(fields[sep+1], "fuse") {
-			id, _ := strconv.Atoi(fields[0])
-			return fuseMount{ID: id, Target: target, FSType: fields[sep+1]}, true
+	for _, m := range mounts {
+		if strings.HasPrefix(m.Point, prefix) && strings.HasPrefix(m.FSType, "fuse") {
+			return fuseMount{ID: m.ID, Target: m.Point, FSType: m.FSType}, true
 		}
 	}
 	return fuseMount{}, false

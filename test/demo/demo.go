@@ -161,8 +161,8 @@ func (d *demo) startEmulator(ctx context.Context) error {
 	d.emulator = p
 	var line string
 	err = waitFor(ctx, startTimeout, "the emulator to listen", func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("the emulator exited: %v%s", p.err, p.logTail())
+		if p.Exited() {
+			return false, fmt.Errorf("the emulator exited: %v%s", p.Err(), p.logTail())
 		}
 		b, err := os.ReadFile(ready)
 		line = string(b)
@@ -275,8 +275,8 @@ func (d *demo) publish(ctx context.Context) error {
 	d.plugin = p
 	d.say("$ cosmount-csi %s", strings.Join(args, " "))
 	err = waitFor(ctx, startTimeout, "the plugin's socket", func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("the plugin exited: %v%s", p.err, p.logTail())
+		if p.Exited() {
+			return false, fmt.Errorf("the plugin exited: %v%s", p.Err(), p.logTail())
 		}
 		c, err := net.Dial("unix", sock)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // TestMountErrors: each common set-up mistake makes `cosmount mount` exit
@@ -88,7 +89,7 @@ func TestMountErrors(t *testing.T) {
 					t.Errorf("stderr does not contain %q:\n%s", w, stderr)
 				}
 			}
-			if isMounted(mnt, "") {
+			if testproc.IsMounted(mnt, "") {
 				t.Errorf("%s is mounted although cosmount failed", mnt)
 			}
 		})
@@ -131,7 +132,7 @@ func runCosmount(t *testing.T, args ...string) (int, string) {
 // unmountIfMounted unmounts dir if something is still mounted there; a
 // cosmount server ends by itself once its mount is gone.
 func unmountIfMounted(t *testing.T, dir string) {
-	if !isMounted(dir, "") {
+	if !testproc.IsMounted(dir, "") {
 		return
 	}
 	if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
@@ -157,7 +158,7 @@ func TestDetachedMountAndUnmount(t *testing.T) {
 		t.Fatalf("detached cosmount mount exited %d:\n%s", code, stderr)
 	}
 	// No waiting here: the command's return is the promise.
-	if !isMounted(mnt, "fuse.cosmount") {
+	if !testproc.IsMounted(mnt, "fuse.cosmount") {
 		t.Fatalf("cosmount mount returned but %s is not mounted:\n%s", mnt, stderr)
 	}
 	pid := findServer(t, mnt)
@@ -176,7 +177,7 @@ func TestDetachedMountAndUnmount(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("cosmount unmount exited %d:\n%s", code, stderr)
 	}
-	if isMounted(mnt, "") {
+	if testproc.IsMounted(mnt, "") {
 		t.Errorf("%s still mounted after cosmount unmount", mnt)
 	}
 	if !waitGone(pid, stopTimeout) {
@@ -244,14 +245,14 @@ func TestSIGTERMWithOpenFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := m.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(stopTimeout)
-	for isMounted(m.dir, "") && time.Now().Before(deadline) {
+	for testproc.IsMounted(m.dir, "") && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if isMounted(m.dir, "") {
+	if testproc.IsMounted(m.dir, "") {
 		t.Fatalf("%s still mounted %v after SIGTERM:\n%s", m.dir, stopTimeout, m.log())
 	}
 	// The server flushed before giving up the mount: the unflushed write
@@ -262,10 +263,10 @@ func TestSIGTERMWithOpenFile(t *testing.T) {
 	// server finish.
 	cerr := f.Close()
 	select {
-	case <-m.exited:
-		t.Logf("close after SIGTERM: %v; server exit: %v", cerr, m.waitErr)
+	case <-m.Done():
+		t.Logf("close after SIGTERM: %v; server exit: %v", cerr, m.Err())
 	case <-time.After(stopTimeout):
-		t.Errorf("server (pid %d) still running %v after SIGTERM and the last close:\n%s", m.pid(), stopTimeout, m.log())
+		t.Errorf("server (pid %d) still running %v after SIGTERM and the last close:\n%s", m.PID(), stopTimeout, m.log())
 	}
 	if !strings.Contains(m.log(), "flushing") {
 		t.Errorf("the server log does not say it flushed on SIGTERM:\n%s", m.log())

@@ -3,18 +3,16 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // Generous limits: two cores are shared by several builds and test runs, so
@@ -85,13 +83,10 @@ func childEnv() []string {
 }
 
 // server is one FUSE server child process: `cosmount mount --foreground`,
-// or s3fs in the foreground.
+// or s3fs in the foreground. Its output goes to a log file next to dir.
 type server struct {
-	dir     string // mountpoint
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-	waitErr error // valid once exited is closed
+	dir string // mountpoint
+	*testproc.Process
 }
 
 // writerArgs are the authentication flags of a pod of namespace "default",
@@ -124,56 +119,39 @@ func mountWriter(t *testing.T, env *emulatortest.Env, options ...string) *server
 // mountpoint and waits until the mount is live or the process exits.
 func startServer(t *testing.T, args []string) (*server, error) {
 	t.Helper()
-	s, logFile := newServer(t)
-	defer logFile.Close()
+	dir := newMountpoint(t)
 	full := append([]string{"mount", "--foreground"}, args...)
-	s.cmd = exec.Command(cosmountBin, append(full, s.dir)...)
-	s.cmd.Env = childEnv()
-	return s, s.launch(t, logFile, "fuse.cosmount")
+	cmd := exec.Command(cosmountBin, append(full, dir)...)
+	cmd.Env = childEnv()
+	return launch(t, dir, cmd, "fuse.cosmount")
 }
 
-// launch starts s.cmd with its output in logFile and waits until s.dir is
-// mounted with fstype or the process exits. The process is stopped and the
-// mount removed in t.Cleanup, even on failure.
-func (s *server) launch(t *testing.T, logFile *os.File, fstype string) error {
+// launch starts cmd, the FUSE server of dir, and waits until dir is mounted
+// with fstype or the process exits. The process is stopped and the mount
+// removed in t.Cleanup, even on failure.
+func launch(t *testing.T, dir string, cmd *exec.Cmd, fstype string) (*server, error) {
 	t.Helper()
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", s.cmd.Path, err)
-	}
-	go func() {
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}()
-	t.Cleanup(func() { s.cleanup(t) })
-
-	deadline := time.Now().Add(mountTimeout)
-	for !isMounted(s.dir, fstype) {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("%s exited before mounting (%v):\n%s", filepath.Base(s.cmd.Path), s.waitErr, s.log())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not mounted after %v:\n%s", s.dir, mountTimeout, s.log())
-		}
-	}
-	return nil
-}
-
-// newServer prepares a mountpoint and a log file in a new temporary directory.
-func newServer(t *testing.T) (*server, *os.File) {
-	t.Helper()
-	work := t.TempDir()
-	s := &server{dir: filepath.Join(work, "mnt"), logPath: filepath.Join(work, "server.log"), exited: make(chan struct{})}
-	if err := os.Mkdir(s.dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	logFile, err := os.Create(s.logPath)
+	p, err := testproc.Start(filepath.Base(cmd.Path), filepath.Join(filepath.Dir(dir), "server.log"), 0o600, cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, logFile
+	s := &server{dir: dir, Process: p}
+	t.Cleanup(func() { s.cleanup(t) })
+	if err := testproc.WaitMounted(context.Background(), p, dir, fstype, false, mountTimeout); err != nil {
+		return s, fmt.Errorf("%w:\n%s", err, s.log())
+	}
+	return s, nil
+}
+
+// newMountpoint makes an empty mountpoint in a new temporary directory, which
+// also holds the server's log.
+func newMountpoint(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // path joins names below the mountpoint.
@@ -181,12 +159,10 @@ func (s *server) path(names ...string) string {
 	return filepath.Join(append([]string{s.dir}, names...)...)
 }
 
-func (s *server) pid() int { return s.cmd.Process.Pid }
-
 // log is the process's output. cosmount never logs secrets, and s3fs runs
 // with dbglevel=err, which logs no request headers, so it is safe to print.
 func (s *server) log() string {
-	b, _ := os.ReadFile(s.logPath)
+	b, _ := os.ReadFile(s.LogPath)
 	return string(b)
 }
 
@@ -194,99 +170,39 @@ func (s *server) log() string {
 // process must still be running.
 func (s *server) peakRSS(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid()))
+	kib, err := testproc.PeakRSSKiB(s.PID())
 	if err != nil {
-		t.Fatalf("reading the status of cosmount (pid %d): %v", s.pid(), err)
+		t.Fatalf("peak RSS of cosmount (pid %d): %v", s.PID(), err)
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				t.Fatalf("VmHWM line %q: %v", line, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmHWM in /proc/%d/status", s.pid())
-	return 0
+	return kib << 10
 }
 
 // terminate sends SIGTERM (flush, then unmount) and waits for the process to
 // end; it returns the process's exit error.
 func (s *server) terminate(t *testing.T) error {
 	t.Helper()
-	select {
-	case <-s.exited:
-		return s.waitErr
-	default:
+	killed, err := s.Stop(stopTimeout)
+	if err != nil {
+		t.Error(err)
 	}
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Errorf("SIGTERM to cosmount (pid %d): %v", s.pid(), err)
+	if killed {
+		t.Errorf("cosmount (pid %d) still running %v after SIGTERM; killed it\n%s", s.PID(), stopTimeout, s.log())
 	}
-	select {
-	case <-s.exited:
-		return s.waitErr
-	case <-time.After(stopTimeout):
-		t.Errorf("cosmount (pid %d) still running %v after SIGTERM; killing it\n%s", s.pid(), stopTimeout, s.log())
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		return s.waitErr
-	}
+	return s.Err()
 }
 
 // cleanup stops the process if it still runs and makes sure nothing stays
 // mounted, so that a failed test leaves no hung mount behind.
 func (s *server) cleanup(t *testing.T) {
 	if err := s.terminate(t); err != nil && !t.Failed() {
-		t.Logf("cosmount (pid %d) exited with %v", s.pid(), err)
+		t.Logf("cosmount (pid %d) exited with %v", s.PID(), err)
 	}
-	if isMounted(s.dir, "") {
+	if testproc.IsMounted(s.dir, "") {
 		t.Errorf("%s still mounted after cosmount exited; detaching it", s.dir)
 		if out, err := exec.Command("fusermount3", "-uz", s.dir).CombinedOutput(); err != nil {
 			t.Logf("fusermount3 -uz %s: %v %s", s.dir, err, out)
 		}
 	}
-}
-
-// isMounted reports whether dir is a mountpoint, of fstype if that is set.
-func isMounted(dir, fstype string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || unescapeMountinfo(f[4]) != dir {
-			continue
-		}
-		if fstype == "" {
-			return true
-		}
-		if _, after, ok := strings.Cut(line, " - "); ok && strings.HasPrefix(after, fstype+" ") {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space, ...) the
-// kernel uses for paths in mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // shell runs script with sh in dir and fails the test if it exits non-zero.
@@ -315,18 +231,11 @@ func shellResult(dir, script string) (stdout, stderr string, err error) {
 // timeout 0 it looks once.
 func waitGone(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return true
-		}
-		// Field 3, after the parenthesised command name, is the state.
-		if i := bytes.LastIndexByte(b, ')'); i >= 0 && len(b) > i+2 && b[i+2] == 'Z' {
-			return true
-		}
+	for testproc.Running(pid) {
 		if time.Now().After(deadline) {
 			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return true
 }

@@ -19,16 +19,15 @@ func startS3FS(t *testing.T, env *emulatortest.Env) *server {
 	if _, err := exec.LookPath("s3fs"); err != nil {
 		t.Skip("s3fs is not installed (apt-get install -y s3fs); CI installs it, so this only skips on a developer machine")
 	}
-	s, logFile := newServer(t)
-	defer logFile.Close()
+	dir := newMountpoint(t)
 	id, secret := env.HMAC()
 	passwd := filepath.Join(t.TempDir(), "passwd")
 	if err := os.WriteFile(passwd, []byte(id+":"+secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opts := []string{"url=" + env.COSURL, "use_path_request_style", "passwd_file=" + passwd, "dbglevel=err"}
-	s.cmd = exec.Command("s3fs", env.Bucket, s.dir, "-f", "-o", strings.Join(opts, ","))
-	if err := s.launch(t, logFile, "fuse.s3fs"); err != nil {
+	s, err := launch(t, dir, exec.Command("s3fs", env.Bucket, dir, "-f", "-o", strings.Join(opts, ",")), "fuse.s3fs")
+	if err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -62,7 +61,7 @@ func TestS3FSInterop(t *testing.T) {
 			cmd := exec.Command("sh", "-c", script, "sh", c.content, c.file)
 			cmd.Dir = c.writer.dir
 			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("write, chmod, touch through %s: %v: %s\n%s", filepath.Base(c.writer.cmd.Path), err, out, c.writer.log())
+				t.Fatalf("write, chmod, touch through %s: %v: %s\n%s", filepath.Base(c.writer.Cmd.Path), err, out, c.writer.log())
 			}
 			b.wantObject(c.file, []byte(c.content))
 			if info, ok := b.head(c.file); ok {
@@ -71,16 +70,16 @@ func TestS3FSInterop(t *testing.T) {
 
 			st, err := os.Stat(filepath.Join(c.other.dir, c.file))
 			if err != nil {
-				t.Fatalf("stat through %s: %v", filepath.Base(c.other.cmd.Path), err)
+				t.Fatalf("stat through %s: %v", filepath.Base(c.other.Cmd.Path), err)
 			}
 			if st.Mode() != c.mode {
-				t.Errorf("mode through %s = %v, want %v", filepath.Base(c.other.cmd.Path), st.Mode(), c.mode)
+				t.Errorf("mode through %s = %v, want %v", filepath.Base(c.other.Cmd.Path), st.Mode(), c.mode)
 			}
 			if !st.ModTime().Equal(c.mtime) {
-				t.Errorf("mtime through %s = %v, want %v", filepath.Base(c.other.cmd.Path), st.ModTime().UTC(), c.mtime)
+				t.Errorf("mtime through %s = %v, want %v", filepath.Base(c.other.Cmd.Path), st.ModTime().UTC(), c.mtime)
 			}
 			if got, err := os.ReadFile(filepath.Join(c.other.dir, c.file)); err != nil || string(got) != c.content {
-				t.Errorf("read through %s = %q, %v; want %q", filepath.Base(c.other.cmd.Path), got, err, c.content)
+				t.Errorf("read through %s = %q, %v; want %q", filepath.Base(c.other.Cmd.Path), got, err, c.content)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ package interop
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/json"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/cosmount/cosmount/pkg/emulator/audit"
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
+	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // Generous: two cores shared by several builds.
@@ -39,11 +41,8 @@ func requireS3FS(t *testing.T) {
 
 // s3fsMount is one running s3fs process.
 type s3fsMount struct {
-	dir     string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
-	logPath string
+	dir string
+	*testproc.Process
 }
 
 // startS3FS runs s3fs in the foreground (a child we own by PID) and waits
@@ -56,81 +55,51 @@ func startS3FS(t *testing.T, env *emulatortest.Env, passwd string, opts ...strin
 	if err := os.WriteFile(passwdFile, []byte(passwd+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := &s3fsMount{dir: filepath.Join(work, "mnt"), exited: make(chan struct{}), logPath: filepath.Join(work, "s3fs.log")}
-	if err := os.Mkdir(m.dir, 0o755); err != nil {
+	dir := filepath.Join(work, "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logFile, err := os.Create(m.logPath)
+	all := append([]string{"url=" + env.COSURL, "use_path_request_style", "passwd_file=" + passwdFile, "dbglevel=err"}, opts...)
+	p, err := testproc.Start("s3fs", filepath.Join(work, "s3fs.log"), 0o600,
+		exec.Command("s3fs", env.Bucket, dir, "-f", "-o", strings.Join(all, ",")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
-	all := append([]string{"url=" + env.COSURL, "use_path_request_style", "passwd_file=" + passwdFile, "dbglevel=err"}, opts...)
-	m.cmd = exec.Command("s3fs", env.Bucket, m.dir, "-f", "-o", strings.Join(all, ","))
-	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("start s3fs: %v", err)
-	}
-	go func() {
-		m.waitErr = m.cmd.Wait()
-		close(m.exited)
-	}()
+	m := &s3fsMount{dir: dir, Process: p}
 	t.Cleanup(func() { m.stop(t) })
-
-	deadline := time.Now().Add(mountTimeout)
-	for !mounted(m.dir) {
-		select {
-		case <-m.exited:
-			return m, fmt.Errorf("s3fs exited before mounting (%v): %s", m.waitErr, m.log())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return m, fmt.Errorf("not mounted after %v: %s", mountTimeout, m.log())
-		}
+	// Live, not only listed: s3fs checks its credentials once it has
+	// mounted, so a refused mount can be listed for a moment before s3fs
+	// exits (seen under load); a stat through the mount waits for s3fs.
+	if err := testproc.WaitMounted(context.Background(), p, dir, "fuse.s3fs", true, mountTimeout); err != nil {
+		return m, fmt.Errorf("%w: %s", err, m.log())
 	}
 	return m, nil
 }
 
-func mounted(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == dir && strings.Contains(line, " - fuse.s3fs ") {
-			return true
-		}
-	}
-	return false
-}
-
+// stop unmounts, which ends s3fs, and kills s3fs if it does not end.
 func (m *s3fsMount) stop(t *testing.T) {
-	select {
-	case <-m.exited:
-	default:
-		if mounted(m.dir) {
+	if !m.Exited() {
+		if testproc.IsMounted(m.dir, "fuse.s3fs") {
 			if out, err := exec.Command("fusermount3", "-u", m.dir).CombinedOutput(); err != nil {
 				t.Logf("fusermount3 -u %s: %v %s; unmounting lazily", m.dir, err, out)
 				_ = exec.Command("fusermount3", "-uz", m.dir).Run()
 			}
 		}
 		select {
-		case <-m.exited:
+		case <-m.Done():
 		case <-time.After(unmountTimeout):
-			t.Errorf("s3fs (pid %d) still running %v after unmount; killing it", m.cmd.Process.Pid, unmountTimeout)
-			_ = m.cmd.Process.Kill()
-			<-m.exited
+			t.Errorf("s3fs (pid %d) still running %v after unmount; killing it", m.PID(), unmountTimeout)
+			m.Kill()
 		}
 	}
-	if mounted(m.dir) {
+	if testproc.IsMounted(m.dir, "fuse.s3fs") {
 		_ = exec.Command("fusermount3", "-uz", m.dir).Run()
 	}
 }
 
 // log returns s3fs's output without lines that could carry credentials.
 func (m *s3fsMount) log() string {
-	b, _ := os.ReadFile(m.logPath)
+	b, _ := os.ReadFile(m.LogPath)
 	var keep []string
 	for line := range strings.SplitSeq(string(b), "\n") {
 		l := strings.ToLower(line)
