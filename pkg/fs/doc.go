@@ -48,8 +48,8 @@
 // then hidden by it (see above), not lost. The first flush of a file that
 // its open created, while nothing was written to it, uploads nothing (see
 // fileHandle.Flush), so a shell redirection costs one PUT. Operations are
-// not canceled by signals
-// (ctx.go); only a read waiting for data returns EINTR. A failed
+// not canceled by signals (ctx.go); only a read waiting for data returns
+// EINTR. A failed
 // streaming multipart upload cannot be retried from the mount (its parts
 // are gone); close() reports the error. Attributes from a listing carry no
 // metadata (S3 listings do not), so after readdir, until the entry's HEAD
