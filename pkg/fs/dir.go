@@ -586,22 +586,23 @@ func (d *Dir) Forget() {
 	}
 }
 
-// Extended attributes are not supported (ENOTSUP), on directories and files.
-func (d *Dir) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+// Extended attributes are not supported: every node (directory, file,
+// symlink) answers ENOTSUP through these methods of the embedded nodeBase.
+func (n *nodeBase) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
 	return syscall.ENOTSUP
 }
 
 // Listxattr: see Getxattr.
-func (d *Dir) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+func (n *nodeBase) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
 	return syscall.ENOTSUP
 }
 
 // Setxattr: see Getxattr.
-func (d *Dir) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
+func (n *nodeBase) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
 	return syscall.ENOTSUP
 }
 
 // Removexattr: see Getxattr.
-func (d *Dir) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
+func (n *nodeBase) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
 	return syscall.ENOTSUP
 }

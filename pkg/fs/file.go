@@ -411,23 +411,3 @@ func (f *File) discard(ctx context.Context) {
 	f.attrMu.Unlock()
 	f.fs.setDirty(f, false)
 }
-
-// Getxattr: extended attributes are not supported.
-func (f *File) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
-	return syscall.ENOTSUP
-}
-
-// Listxattr: see Getxattr.
-func (f *File) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
-	return syscall.ENOTSUP
-}
-
-// Setxattr: see Getxattr.
-func (f *File) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
-	return syscall.ENOTSUP
-}
-
-// Removexattr: see Getxattr.
-func (f *File) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
-	return syscall.ENOTSUP
-}
