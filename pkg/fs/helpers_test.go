@@ -101,6 +101,14 @@ func watchUnmount(t *testing.T, dir string) {
 
 func unmountT(t *testing.T, m *Mounted) {
 	t.Helper()
+	// The kernel sends RELEASE for a closed file asynchronously; an unmount
+	// that overtakes it ends serving before the handle frees its buffers.
+	// Give pending releases a moment so the check below sees a settled FS.
+	for settle := time.Now().Add(2 * time.Second); time.Now().Before(settle); time.Sleep(10 * time.Millisecond) {
+		if used, _ := m.FS().MemoryStats(); used == 0 {
+			break
+		}
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		err := m.Unmount()
