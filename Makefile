@@ -24,7 +24,7 @@ build:
 test: test-go e2e-cluster
 
 test-go: test-deps
-	$(GO) test -timeout $(TEST_TIMEOUT) -p 2 ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
 
 # The tests mount for real (fusermount3 from fuse3) and check interoperability
 # with s3fs; install them from Debian when they are missing.
