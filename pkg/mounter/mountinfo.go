@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // MountInfo is one line of /proc/self/mountinfo, the fields the mounter uses.
@@ -169,10 +170,15 @@ func probe(target string, timeout time.Duration) (State, error) {
 		switch {
 		case err == nil:
 			return Healthy, nil
-		case isDeadMountErr(err):
-			return Dead, nil
 		default:
-			return Dead, err
+			// ENOTCONN is the usual answer of a mount whose server is gone;
+			// right after the server was killed with requests in flight
+			// the kernel may answer EIO instead. Either way nothing serves
+			// it, and the caller's remedy (a lazy unmount) is the same.
+			if !isDeadMountErr(err) {
+				klog.V(2).InfoS("FUSE mount does not answer statfs", "target", target, "err", err)
+			}
+			return Dead, nil
 		}
 	case <-time.After(timeout):
 		return Unresponsive, nil
