@@ -17,6 +17,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/emulator"
 	"github.com/cosmount/cosmount/pkg/emulator/config"
 	"github.com/cosmount/cosmount/pkg/emulator/cosserver"
@@ -176,16 +177,11 @@ func backend(f serveFlags) (*cosserver.Backend, error) {
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return nil, usagef("--backend %q: want an absolute URL such as http://127.0.0.1:7070", f.backend)
 	}
-	b, err := os.ReadFile(f.backendCredFile)
+	h, err := cos.ReadHMACFile(f.backendCredFile)
 	if err != nil {
-		return nil, fmt.Errorf("backend credentials: %w", err)
+		return nil, fmt.Errorf("--backend-credentials-file: %w", err)
 	}
-	id, secret, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
-	if !ok || id == "" || secret == "" || strings.ContainsAny(secret, " \n") {
-		// Never echo the content: it is a secret.
-		return nil, fmt.Errorf("backend credentials file %s: want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line", f.backendCredFile)
-	}
-	return &cosserver.Backend{URL: u, AccessKeyID: id, SecretAccessKey: secret, Region: f.backendRegion}, nil
+	return &cosserver.Backend{URL: u, AccessKeyID: h.AccessKeyID, SecretAccessKey: h.SecretAccessKey, Region: f.backendRegion}, nil
 }
 
 // writeReadyFile writes atomically, so a script polling for the file never

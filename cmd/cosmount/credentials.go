@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/cosmount/cosmount/pkg/cos"
 )
 
 // Secrets reach cosmount only through files or the environment, never argv:
@@ -27,24 +29,6 @@ func readSecretFile(what, path string) (string, error) {
 		return "", fmt.Errorf("%s %s: file is empty", what, path)
 	}
 	return s, nil
-}
-
-// parseHMACCredentials accepts "ACCESS_KEY_ID:SECRET_ACCESS_KEY" on one line
-// (the s3fs passwd-file form) or the two values on two lines.
-func parseHMACCredentials(path, content string) (id, secret string, err error) {
-	lines := strings.Fields(content)
-	switch {
-	case len(lines) == 1 && strings.Count(lines[0], ":") == 1:
-		id, secret, _ = strings.Cut(lines[0], ":")
-	case len(lines) == 2 && !strings.Contains(lines[0], ":"):
-		id, secret = lines[0], lines[1]
-	default:
-		return "", "", fmt.Errorf("HMAC credentials file %s: want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines", path)
-	}
-	if id == "" || secret == "" {
-		return "", "", fmt.Errorf("HMAC credentials file %s: access key id or secret is empty", path)
-	}
-	return id, secret, nil
 }
 
 // authConfig is the one authentication method a mount uses.
@@ -102,13 +86,11 @@ func resolveAuth(f *mountFlags) (*authConfig, error) {
 	}
 	switch {
 	case f.hmacFile != "":
-		c, err := readSecretFile("--hmac-credentials-file", f.hmacFile)
+		h, err := cos.ReadHMACFile(f.hmacFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--hmac-credentials-file: %w", err)
 		}
-		if a.hmacID, a.hmacSecret, err = parseHMACCredentials(f.hmacFile, c); err != nil {
-			return nil, err
-		}
+		a.hmacID, a.hmacSecret = h.AccessKeyID, h.SecretAccessKey
 		methods++
 	case os.Getenv(envHMACAccessKeyID) != "" || os.Getenv(envHMACSecret) != "":
 		a.hmacID, a.hmacSecret = os.Getenv(envHMACAccessKeyID), os.Getenv(envHMACSecret)

@@ -43,19 +43,10 @@ func (s *Server) uploadPart(rq *request) error {
 	}
 	uploadID := rq.query.Get("uploadId")
 	if rq.op == opUploadPart {
-		if e := rq.body.limit(maxPutSize); e != nil {
-			return e
-		}
-		part, err := s.storage.UploadPart(rq.bucket, rq.key, uploadID, number, rq.body)
-		if f := rq.body.failure(); f != nil {
-			return f
-		}
-		if err != nil {
-			return err
-		}
-		rq.w.Header().Set("ETag", `"`+part.ETag+`"`)
-		rq.w.WriteHeader(http.StatusOK)
-		return nil
+		return storeBody(rq, func() (string, error) {
+			part, err := s.storage.UploadPart(rq.bucket, rq.key, uploadID, number, rq.body)
+			return part.ETag, err
+		})
 	}
 	src := rq.copySource
 	srcObj, err := s.storage.HeadObject(src.bucket, src.key)

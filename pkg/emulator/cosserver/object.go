@@ -196,17 +196,28 @@ func (s *Server) getObject(rq *request) error {
 }
 
 func (s *Server) putObject(rq *request) error {
+	return storeBody(rq, func() (string, error) {
+		obj, err := s.storage.PutObject(rq.bucket, rq.key, rq.body, requestMeta(rq.r.Header), writePrecondition(rq.r.Header))
+		return obj.ETag, err
+	})
+}
+
+// storeBody serves a request whose body becomes stored bytes (PutObject,
+// UploadPart): it caps the body at the single-PUT limit, runs store, lets a
+// body failure (short body, checksum mismatch) win over the store's error,
+// and answers 200 with the ETag.
+func storeBody(rq *request, store func() (etag string, err error)) error {
 	if e := rq.body.limit(maxPutSize); e != nil {
 		return e
 	}
-	obj, err := s.storage.PutObject(rq.bucket, rq.key, rq.body, requestMeta(rq.r.Header), writePrecondition(rq.r.Header))
+	etag, err := store()
 	if f := rq.body.failure(); f != nil {
 		return f
 	}
 	if err != nil {
 		return err
 	}
-	rq.w.Header().Set("ETag", `"`+obj.ETag+`"`)
+	rq.w.Header().Set("ETag", `"`+etag+`"`)
 	rq.w.WriteHeader(http.StatusOK)
 	return nil
 }
