@@ -80,6 +80,11 @@ var errReported = errors.New("reported to the parent process")
 func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.Options, ready *readyReporter) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	stopProfiling, err := startProfiling()
+	if err != nil {
+		return err
+	}
+	defer stopProfiling()
 
 	metrics := newMountMetrics()
 	client, tokens, err := newClient(f, auth, metrics)

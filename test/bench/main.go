@@ -38,6 +38,7 @@ type config struct {
 	partSize    int64
 	concurrency int
 	keep        bool
+	profile     bool
 }
 
 func numCPU() int { return runtime.NumCPU() }
@@ -64,6 +65,7 @@ func parseFlags(args []string) (*config, error) {
 	f.StringVar(&partSize, "part-size", "8MiB", "multipart part size and ranged-GET size of cosmount and the SDK")
 	f.IntVar(&c.concurrency, "concurrency", 4, "parts in flight for cosmount and the SDK")
 	f.BoolVar(&c.keep, "keep", false, "keep the work directory (server data, mount logs) for inspection")
+	f.BoolVar(&c.profile, "profile", false, "write CPU and allocation profiles of every cosmount server next to its log (<out>/logs/*-PHASE.{cpu,alloc}.pprof)")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}

@@ -11,14 +11,17 @@ import (
 
 // sample is one measured phase of one tool in one run.
 type sample struct {
-	Seconds    float64        `json:"seconds"`
-	Bytes      int64          `json:"bytes,omitempty"`
-	Files      int            `json:"files,omitempty"`
-	ServerCPU  float64        `json:"serverCPUSeconds"`
-	ClientCPU  float64        `json:"clientCPUSeconds"`     // the FUSE server, or the benchmark process for the SDK
-	PeakRSSMiB float64        `json:"peakRSSMiB,omitempty"` // FUSE server only (VmHWM of the mount process)
-	Requests   map[string]int `json:"requests,omitempty"`   // S3 requests by operation (emulator only)
-	Error      string         `json:"error,omitempty"`      // the phase failed; no figures
+	Seconds    float64 `json:"seconds"`
+	Bytes      int64   `json:"bytes,omitempty"`
+	Files      int     `json:"files,omitempty"`
+	ServerCPU  float64 `json:"serverCPUSeconds"`
+	ClientCPU  float64 `json:"clientCPUSeconds"`     // the FUSE server, or the benchmark process for the SDK
+	PeakRSSMiB float64 `json:"peakRSSMiB,omitempty"` // FUSE server only (VmHWM of the mount process)
+	// MinorFaults of the FUSE server (or the benchmark for the SDK): on a
+	// VM each costs microseconds, so they explain CPU time.
+	MinorFaults int64          `json:"minorFaults,omitempty"`
+	Requests    map[string]int `json:"requests,omitempty"` // S3 requests by operation (emulator only)
+	Error       string         `json:"error,omitempty"`    // the phase failed; no figures
 }
 
 // phase describes how a phase's samples become a figure of merit.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -107,7 +108,8 @@ func (b *bench) measure(ctx context.Context, s *session, bucket string, fn func(
 	b.probe.take()
 	srv0, err1 := testproc.CPUSeconds(b.srv.proc.PID())
 	cli0, err2 := testproc.CPUSeconds(s.pid())
-	if err := errors.Join(err1, err2); err != nil {
+	flt0, err3 := testproc.MinorFaults(s.pid())
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return sample{}, err
 	}
 	start := time.Now()
@@ -117,10 +119,11 @@ func (b *bench) measure(ctx context.Context, s *session, bucket string, fn func(
 	sm := sample{Seconds: time.Since(start).Seconds()}
 	srv1, err1 := testproc.CPUSeconds(b.srv.proc.PID())
 	cli1, err2 := testproc.CPUSeconds(s.pid())
-	if err := errors.Join(err1, err2); err != nil {
+	flt1, err3 := testproc.MinorFaults(s.pid())
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return sample{}, err
 	}
-	sm.ServerCPU, sm.ClientCPU = srv1-srv0, cli1-cli0
+	sm.ServerCPU, sm.ClientCPU, sm.MinorFaults = srv1-srv0, cli1-cli0, flt1-flt0
 	if s.proc != nil {
 		if sm.PeakRSSMiB, err = peakRSSMiB(s.pid()); err != nil {
 			return sample{}, err
@@ -153,14 +156,22 @@ func (b *bench) phaseRun(ctx context.Context, t *tool, phase, bucket string, fil
 	}
 	sm, err := b.measure(ctx, s, bucket, func() error { return fn(s) })
 	s.close()
+	if s.profile != "" {
+		// The server wrote its profiles when it exited; name them by phase.
+		for _, kind := range []string{".cpu.pprof", ".alloc.pprof"} {
+			if rerr := os.Rename(s.profile+kind, s.profile+"-"+phase+kind); rerr != nil {
+				logf("profile of %s %s: %v", phase, t.name, rerr)
+			}
+		}
+	}
 	if err != nil {
 		b.res.add(phase, t.name, sample{Error: err.Error()})
 		return fmt.Errorf("%s: %w", phase, err)
 	}
 	fill(&sm)
 	b.res.add(phase, t.name, sm)
-	logf("%-11s %-15s %7.2fs  server CPU %6.2fs  client CPU %6.2fs  RSS %4.0f MiB  %s",
-		phase, t.name, sm.Seconds, sm.ServerCPU, sm.ClientCPU, sm.PeakRSSMiB, fmtRequests(sm.Requests))
+	logf("%-11s %-15s %7.2fs  server CPU %6.2fs  client CPU %6.2fs  RSS %4.0f MiB  faults %7d  %s",
+		phase, t.name, sm.Seconds, sm.ServerCPU, sm.ClientCPU, sm.PeakRSSMiB, sm.MinorFaults, fmtRequests(sm.Requests))
 	return nil
 }
 

@@ -31,7 +31,10 @@ type session struct {
 	mnt    string            // FUSE mountpoint; "" for the SDK
 	proc   *testproc.Process // FUSE server process; nil for the SDK
 	bucket *cos.Bucket       // the SDK's bucket handle
-	close  func()
+	// profile is the path prefix of the server's CPU and allocation
+	// profiles (--profile, cosmount only); "" when not profiled.
+	profile string
+	close   func()
 }
 
 // pid is the process whose CPU time and peak RSS are charged to the tool:
@@ -84,6 +87,10 @@ func (ts *toolSet) open(ctx context.Context, t *tool, bucket string) (*session, 
 		return nil, err
 	}
 	logPath := filepath.Join(ts.cfg.outDir, "logs", fmt.Sprintf("%s-%03d-%s.log", t.name, n, bucket))
+	profile := ""
+	if ts.cfg.profile && strings.HasPrefix(t.name, "cosmount") {
+		profile = strings.TrimSuffix(logPath, ".log")
+	}
 	p, err := t.mount(ctx, bucket, mnt, logPath)
 	if err != nil {
 		return nil, err
@@ -105,7 +112,7 @@ func (ts *toolSet) open(ctx context.Context, t *tool, bucket string) (*session, 
 		closeFn()
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
-	return &session{tool: t, mnt: mnt, proc: p, close: closeFn}, nil
+	return &session{tool: t, mnt: mnt, proc: p, profile: profile, close: closeFn}, nil
 }
 
 // secretFile writes a credentials file readable only by its owner; secrets
@@ -138,7 +145,14 @@ func (ts *toolSet) mountCosmount(bearer bool) func(context.Context, string, stri
 		// The SDK ceiling uses the same part size and concurrency.
 		args = append(args, "-o", fmt.Sprintf("part_size=%d,upload_concurrency=%d", ts.cfg.partSize, ts.cfg.concurrency),
 			bucket, mnt)
-		return startProc(filepath.Base(args[0]), logPath, os.Environ(), args...)
+		env := os.Environ()
+		if ts.cfg.profile {
+			// Written by the server when it exits (cmd/cosmount/debug.go).
+			base := strings.TrimSuffix(logPath, ".log")
+			env = append(env, "COSMOUNT_DEBUG_CPU_PROFILE="+base+".cpu.pprof",
+				"COSMOUNT_DEBUG_ALLOC_PROFILE="+base+".alloc.pprof")
+		}
+		return startProc(filepath.Base(args[0]), logPath, env, args...)
 	}
 }
 
