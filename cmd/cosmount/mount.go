@@ -61,6 +61,7 @@ func runMount(args []string) error {
 	if !f.foreground {
 		return detach(f.startTimeout)
 	}
+	tuneGC(opts.MemoryLimit)
 	ready := newReadyReporter()
 	detached := ready.f != nil
 	err = serve(f, auth, bucket, mountpoint, opts, ready)

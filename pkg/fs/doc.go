@@ -24,7 +24,10 @@
 //	File.mu -> fileHandle.mu -> Dir.mu -> { FS.mu | File.attrMu }
 //
 // File.mu serialises a file's content changes and uploads and may be held
-// across store I/O. fileHandle.mu guards readahead state. Dir.mu guards a
+// across store I/O. fileHandle.mu guards readahead state; under it a
+// readahead takes a chunk's mu (shared with that chunk's GET goroutine,
+// which takes nothing else), and under that the buffer pools' and the
+// budget's locks, which are leaves. Dir.mu guards a
 // directory's entry and negative caches. FS.mu (the namespace: parent/name
 // links, Dir.children, the dirty set) and File.attrMu (a file's attributes)
 // are leaves: nothing is acquired while holding either, and they are never

@@ -21,10 +21,13 @@ type FS struct {
 	opts      Options
 	log       klog.Logger
 	mem       *budget
-	bufs      *bufPool // readahead chunk buffers, held in mem
+	bufs      *bufPool // readahead block buffers, held in mem
+	parts     *bufPool // streaming upload part buffers, held in mem
 	now       func() time.Time
 	mountTime time.Time
 	inodes    atomic.Uint64
+	streams   atomic.Int64 // sequential readahead streams, sharing readBudget
+	readWaits atomic.Int64 // reads that waited for a chunk's data
 
 	// life ends when the filesystem stops being served. Store calls run on
 	// contexts detached from the FUSE request (see detach) and bounded by it.
@@ -61,7 +64,12 @@ func New(store ObjectStore, opts Options) (*FS, error) {
 		shutdown: shutdown,
 	}
 	f.store = getObserver{ObjectStore: store, fs: f}
-	f.bufs = newBufPool(f.mem, opts.PartSize, readaheadDepth(opts))
+	// Idle blocks: what a stream passes on from a finished part to the
+	// next GETs, and no more, so that an idle pool does not hold memory.
+	f.bufs = newBufPool(f.mem, blockSize, int(2*opts.PartSize/blockSize))
+	// A streaming upload fills one part while UploadConcurrency are in
+	// flight; the parts that come back are the next ones it fills.
+	f.parts = newBufPool(f.mem, opts.PartSize, opts.UploadConcurrency+1)
 	f.mountTime = f.now()
 	f.inodes.Store(1) // 1 is the root
 	f.root = newDir(f, nil, "", 1)

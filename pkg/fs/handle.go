@@ -41,15 +41,18 @@ func newFileHandle(f *File, writable bool) *fileHandle {
 func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
 	f := h.f
 	dst := resp.Data[:req.Size]
-	// Completing an upload must not be cut short by an interrupt; only the
-	// wait for data below honours it (ctx.go).
-	uctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
-	defer cancel()
 	f.mu.Lock()
-	if err := f.finishStreamLocked(uctx); err != nil {
-		f.mu.Unlock()
-		key, _ := f.key()
-		return f.fs.fail("read", key, err)
+	if c := f.content; c != nil && c.kind == streaming {
+		// Completing an upload must not be cut short by an interrupt; only
+		// the wait for data below honours it (ctx.go).
+		uctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
+		err := f.finishStreamLocked(uctx)
+		cancel()
+		if err != nil {
+			f.mu.Unlock()
+			key, _ := f.key()
+			return f.fs.fail("read", key, err)
+		}
 	}
 	if c := f.content; c != nil {
 		n, err := c.readAt(dst, req.Offset)
