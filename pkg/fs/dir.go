@@ -163,7 +163,8 @@ func (d *Dir) child(name string) node {
 }
 
 // Lookup answers from the caches when it can; otherwise it asks the store
-// whether name is a file (HEAD) and a directory (LIST name/, one key) at once.
+// whether name is a file (a GET of its first bytes, see lookupGet) and a
+// directory (LIST name/, one key) at once.
 func (d *Dir) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	resp.EntryValid = d.fs.opts.EntryTTL
 	ctx, cancel := d.fs.detach(ctx, opTimeout)
@@ -248,8 +249,9 @@ func (d *Dir) cached(name string) (n node, known *entry, err error, ok bool) {
 }
 
 // headKnown finds the attributes of a name a listing showed to exist as a
-// file (HEAD) or a directory (HEAD of its marker: absent for an implicit
-// directory, else it may carry s3fs metadata).
+// file (a GET of its first bytes, see lookupGet) or a directory (HEAD of its
+// marker: absent for an implicit directory, else it may carry s3fs
+// metadata).
 func (d *Dir) headKnown(ctx context.Context, key string, kind entryKind) (*entry, error) {
 	if kind == kindDir {
 		e := &entry{kind: kindDir}
@@ -263,7 +265,7 @@ func (d *Dir) headKnown(ctx context.Context, key string, kind entryKind) (*entry
 		e.at = d.fs.now()
 		return e, nil
 	}
-	info, err := d.fs.store.Head(ctx, key)
+	info, err := d.fs.lookupGet(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +287,7 @@ func (d *Dir) probe(ctx context.Context, key string) (*entry, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		head, headErr = d.fs.store.Head(ctx, key)
+		head, headErr = d.fs.lookupGet(ctx, key)
 	}()
 	page, listErr := d.fs.store.List(ctx, cos.ListOptions{Prefix: key + "/", MaxKeys: 1})
 	wg.Wait()

@@ -21,8 +21,9 @@ type FS struct {
 	opts      Options
 	log       klog.Logger
 	mem       *budget
-	bufs      *bufPool // readahead block buffers, held in mem
-	parts     *bufPool // streaming upload part buffers, held in mem
+	bufs      *bufPool     // readahead block buffers, held in mem
+	parts     *bufPool     // streaming upload part buffers, held in mem
+	prefixes  *prefixCache // first bytes of looked-up files, held in mem
 	now       func() time.Time
 	mountTime time.Time
 	inodes    atomic.Uint64
@@ -70,6 +71,7 @@ func New(store ObjectStore, opts Options) (*FS, error) {
 	// A streaming upload fills one part while UploadConcurrency are in
 	// flight; the parts that come back are the next ones it fills.
 	f.parts = newBufPool(f.mem, opts.PartSize, opts.UploadConcurrency+1)
+	f.prefixes = newPrefixCache(f.mem, f.reserve(), min(16*MiB, opts.MemoryLimit/16))
 	f.mountTime = f.now()
 	f.inodes.Store(1) // 1 is the root
 	f.root = newDir(f, nil, "", 1)
@@ -85,6 +87,17 @@ func (f *FS) Root() (fusefs.Node, error) { return f.root, nil }
 // MemoryStats returns the bytes of buffer memory in use and their high-water
 // mark since New; both are bounded by Options.MemoryLimit.
 func (f *FS) MemoryStats() (inUse, highWater int64) { return f.mem.stats() }
+
+// cachedBytes is the part of the budget in use that caches hold (kept
+// after every file is closed, until evicted or the mount ends).
+func (f *FS) cachedBytes() int64 { return f.prefixes.bytes() }
+
+// stop ends the store calls of operations that can no longer answer and
+// empties the caches: the filesystem is no longer served.
+func (f *FS) stop() {
+	f.shutdown()
+	f.prefixes.clear()
+}
 
 // Statfs reports large, constant numbers: a bucket has no fixed capacity, and
 // tools such as df and installers refuse to write to a filesystem that looks full.

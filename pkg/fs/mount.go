@@ -48,7 +48,7 @@ func Mount(ctx context.Context, mountpoint string, store ObjectStore, opts Optio
 	srv := fusefs.New(conn, nil)
 	go func() {
 		err := srv.Serve(fsys)
-		fsys.shutdown() // ends the store calls of operations that can no longer answer
+		fsys.stop()
 		m.mu.Lock()
 		m.serveErr = err
 		m.mu.Unlock()

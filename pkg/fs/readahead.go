@@ -146,6 +146,17 @@ func (r *readahead) read(ctx context.Context, key, etag string, size, off int64,
 	}
 	end := min(off+int64(len(dst)), size)
 	dst = dst[:end-off]
+	if n := r.fs.prefixes.read(key, etag, off, dst); n > 0 {
+		// The first bytes came with the lookup (lookupGet).
+		if n == len(dst) {
+			return n, nil
+		}
+		m, err := r.read(ctx, key, etag, size, off+int64(n), dst[n:])
+		if err != nil {
+			return 0, err
+		}
+		return n + m, nil
+	}
 	if r.fs.opts.ReadaheadMax == 0 {
 		return r.get(ctx, key, etag, off, dst)
 	}
@@ -238,6 +249,8 @@ func (r *readahead) start(key string, size, off, end int64) {
 	to := min(size, max(off+min(seekWindow, r.fs.opts.ReadaheadMax), end))
 	if off < unit {
 		from, to = 0, min(size, max(unit, end))
+		// What a lookup fetched is not fetched again.
+		from = max(from, min(r.fs.prefixes.end(key, r.etag), off))
 	}
 	r.next = from
 	r.first = nil

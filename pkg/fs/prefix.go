@@ -1,0 +1,148 @@
+package fs
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/cosmount/cosmount/pkg/cos"
+)
+
+// lookupPrefix is how much of a file a lookup GETs: the attributes come
+// with the response anyway (size, ETag, Last-Modified, s3fs metadata), and
+// so do the first bytes, which the read that usually follows then needs no
+// request for. A file up to this size costs one request, lookup and read
+// together; a larger one reads on from here. It is one FUSE read, so a
+// stat of a large object moves little more than a HEAD would.
+const lookupPrefix = 128 * KiB
+
+// lookupGet finds a file's attributes with a ranged GET of its first
+// lookupPrefix bytes instead of a HEAD, and keeps those bytes in the
+// prefix cache. An empty object answers a range with InvalidRange: it is
+// HEADed instead.
+func (f *FS) lookupGet(ctx context.Context, key string) (cos.ObjectInfo, error) {
+	rc, info, err := f.store.Get(ctx, key, cos.GetOptions{Offset: 0, Length: lookupPrefix})
+	if errors.Is(err, cos.ErrInvalidRange) {
+		return f.store.Head(ctx, key)
+	}
+	if err != nil {
+		return cos.ObjectInfo{}, err
+	}
+	defer rc.Close()
+	n := min(info.Size, lookupPrefix)
+	data := make([]byte, n)
+	if _, err := io.ReadFull(rc, data); err != nil {
+		// The attributes are good; only the bytes are not kept.
+		f.log.V(2).Info("lookup GET: body not read", "key", key, "err", err)
+		return info, nil
+	}
+	f.prefixes.put(key, info.ETag, data)
+	return info, nil
+}
+
+// prefixCache keeps the first bytes of files that lookups fetched, for the
+// reads that follow, in a small LRU held in the memory budget. Entries are
+// per object version: a read finds them only with the ETag it reads.
+type prefixCache struct {
+	mem     *budget
+	reserve int64 // what the budget must keep free (the writers' reserve)
+	max     int64 // bytes at most
+
+	mu    sync.Mutex
+	used  int64                    // guarded by mu
+	lru   *list.List               // guarded by mu: *prefixEntry, most recent first
+	byKey map[string]*list.Element // guarded by mu
+}
+
+type prefixEntry struct {
+	key, etag string
+	data      []byte
+}
+
+func newPrefixCache(mem *budget, reserve, max int64) *prefixCache {
+	return &prefixCache{mem: mem, reserve: reserve, max: max, lru: list.New(), byKey: map[string]*list.Element{}}
+}
+
+// put keeps data as the first bytes of (key, etag), replacing what the key
+// had, if the budget and the cache's bound have room.
+func (c *prefixCache) put(key, etag string, data []byte) {
+	n := int64(len(data))
+	if n == 0 || n > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removeLocked(key)
+	for c.used+n > c.max && c.lru.Len() > 0 {
+		c.removeLocked(c.lru.Back().Value.(*prefixEntry).key)
+	}
+	if !c.mem.tryAcquire(n, c.reserve) {
+		return
+	}
+	c.used += n
+	c.byKey[key] = c.lru.PushFront(&prefixEntry{key: key, etag: etag, data: data})
+}
+
+// read copies what the cache holds of (key, etag) at off into dst and
+// returns the number of bytes copied (0 when it holds nothing there).
+func (c *prefixCache) read(key, etag string, off int64, dst []byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byKey[key]
+	if !ok {
+		return 0
+	}
+	p := e.Value.(*prefixEntry)
+	if p.etag != etag || off >= int64(len(p.data)) {
+		return 0
+	}
+	c.lru.MoveToFront(e)
+	return copy(dst, p.data[off:])
+}
+
+// end returns how many of the first bytes of (key, etag) the cache holds.
+func (c *prefixCache) end(key, etag string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byKey[key]; ok && e.Value.(*prefixEntry).etag == etag {
+		return int64(len(e.Value.(*prefixEntry).data))
+	}
+	return 0
+}
+
+// remove forgets key (it was replaced, renamed or deleted by this mount).
+func (c *prefixCache) remove(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removeLocked(key)
+}
+
+func (c *prefixCache) removeLocked(key string) {
+	e, ok := c.byKey[key]
+	if !ok {
+		return
+	}
+	n := int64(len(e.Value.(*prefixEntry).data))
+	c.lru.Remove(e)
+	delete(c.byKey, key)
+	c.used -= n
+	c.mem.release(n)
+}
+
+// clear forgets everything (the filesystem stops being served).
+func (c *prefixCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.lru.Len() > 0 {
+		c.removeLocked(c.lru.Back().Value.(*prefixEntry).key)
+	}
+}
+
+// bytes reports what the cache holds.
+func (c *prefixCache) bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.used
+}
