@@ -15,6 +15,7 @@ import (
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/fs"
 	"github.com/cosmount/cosmount/pkg/iam"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // flushTimeout bounds the upload of dirty data when the process is told to stop.
@@ -41,10 +42,11 @@ func runMount(args []string) error {
 	} else if !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", mountpoint)
 	}
-	opts, err := fs.ParseMountOptions(strings.Join(f.options, ","))
+	mo, err := volume.ParseOptions(strings.Join(f.options, ","))
 	if err != nil {
 		return fmt.Errorf("-o: %w", err)
 	}
+	opts := fs.Options{Options: mo}
 	if prefix != "" {
 		if opts.Prefix != "" {
 			return errors.New("the prefix is given twice: in BUCKET:/PREFIX and in -o prefix=")
