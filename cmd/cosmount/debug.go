@@ -126,11 +126,12 @@ func servePprof(addr string) (func(), error) {
 // hold no pointers, so the extra collections are cheap), and a soft limit of
 // memoryLimit plus a quarter makes the collector work harder rather than
 // let the process grow past it.
-func tuneGC(memoryLimit int64) {
+// The read cache's memory tier comes on top.
+func tuneGC(memoryLimit, cacheMemory int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit + memoryLimit/4)
+		debug.SetMemoryLimit(memoryLimit + memoryLimit/4 + cacheMemory)
 	}
 }

@@ -63,7 +63,7 @@ func runMount(args []string) error {
 	if !f.foreground {
 		return detach(f.startTimeout)
 	}
-	tuneGC(opts.MemoryLimit)
+	tuneGC(opts.MemoryLimit, opts.CacheMemory)
 	ready := newReadyReporter()
 	detached := ready.f != nil
 	err = serve(f, auth, bucket, mountpoint, opts, ready)

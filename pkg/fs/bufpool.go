@@ -71,6 +71,22 @@ func (p *bufPool) put(b []byte) {
 	p.mem.release(n)
 }
 
+// shrink frees idle buffers until their budget covers n bytes (or none is
+// left): memory that a pool keeps for later is given to someone who needs
+// it now.
+func (p *bufPool) shrink(n int64) {
+	var freed int64
+	p.mu.Lock()
+	for freed < n && len(p.idle) > 0 {
+		k := len(p.idle) - 1
+		freed += int64(len(p.idle[k]))
+		p.idle[k] = nil
+		p.idle = p.idle[:k]
+	}
+	p.mu.Unlock()
+	p.mem.release(freed)
+}
+
 // open registers a user that may put buffers back.
 func (p *bufPool) open() {
 	p.mu.Lock()

@@ -45,6 +45,15 @@ func TestBufPoolKeepsBudgetWhileUsed(t *testing.T) {
 		t.Errorf("after take: used %d, idle %d", used, p.idleBytes())
 	}
 	p.put(b)
+	if !mem.tryAcquire(MiB, 0) {
+		t.Fatal("budget refused 1 MiB")
+	}
+	p.put(make([]byte, MiB)) // two idle again
+	// shrink frees idle buffers for a caller that needs their budget.
+	p.shrink(1)
+	if p.idleBytes() != MiB {
+		t.Errorf("after shrink(1): idle %d, want 1 MiB", p.idleBytes())
+	}
 	p.put(make([]byte, 100)) // another size only returns its budget
 	p.close()
 	if used, _ := mem.stats(); used != MiB-100 {

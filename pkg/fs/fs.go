@@ -24,6 +24,7 @@ type FS struct {
 	bufs      *bufPool     // readahead block buffers, held in mem
 	parts     *bufPool     // streaming upload part buffers, held in mem
 	prefixes  *prefixCache // first bytes of looked-up files, held in mem
+	cache     *blockCache  // the read cache; nil when off
 	now       func() time.Time
 	mountTime time.Time
 	inodes    atomic.Uint64
@@ -71,10 +72,15 @@ func New(store ObjectStore, opts Options) (*FS, error) {
 	// A streaming upload fills one part while UploadConcurrency are in
 	// flight; the parts that come back are the next ones it fills.
 	f.parts = newBufPool(f.mem, opts.PartSize, opts.UploadConcurrency+1)
-	f.prefixes = newPrefixCache(f.mem, f.reserve(), min(16*MiB, opts.MemoryLimit/16))
+	f.prefixes = newPrefixCache(f.mem, f.reserve(), min(16*MiB, opts.MemoryLimit/16), opts.AttrTTL, func() time.Time { return f.now() })
 	f.mountTime = f.now()
 	f.inodes.Store(1) // 1 is the root
 	f.root = newDir(f, nil, "", 1)
+	cache, err := newBlockCache(f)
+	if err != nil {
+		return nil, err
+	}
+	f.cache = cache
 	return f, nil
 }
 
@@ -97,7 +103,11 @@ func (f *FS) cachedBytes() int64 { return f.prefixes.bytes() }
 func (f *FS) stop() {
 	f.shutdown()
 	f.prefixes.clear()
+	f.cache.close()
 }
+
+// CacheStats reports the read cache's sizes and counters (zero when off).
+func (f *FS) CacheStats() CacheStats { return f.cache.stats() }
 
 // Statfs reports large, constant numbers: a bucket has no fixed capacity, and
 // tools such as df and installers refuse to write to a filesystem that looks full.

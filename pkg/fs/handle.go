@@ -70,6 +70,17 @@ func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse
 		resp.Data = dst[:0]
 		return nil
 	}
+	if f.fs.cache.enabled() && f.attrsStale() {
+		// Cached data is served for the ETag of the attributes: those are
+		// revalidated after AttrTTL even while the file stays open, so a
+		// changed object is not served from the cache for longer.
+		rctx, cancel := f.fs.detach(ctx, opTimeout)
+		err := f.revalidate(rctx)
+		cancel()
+		if err != nil {
+			return f.fs.fail("read", key, err)
+		}
+	}
 	f.attrMu.Lock()
 	etag, size := f.info.ETag, f.info.Size
 	f.attrMu.Unlock()
@@ -169,4 +180,12 @@ var _ fusefs.HandlePoller = (*fileHandle)(nil)
 // otherwise cost a request per open.)
 func (h *fileHandle) Poll(ctx context.Context, req *fuse.PollRequest, resp *fuse.PollResponse) error {
 	return syscall.ENOSYS
+}
+
+// attrsStale reports whether the file's attributes are older than AttrTTL
+// (and would be revalidated by the next revalidate).
+func (f *File) attrsStale() bool {
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
+	return !f.hasContent && f.exists && f.fs.now().Sub(f.fetchedAt) >= f.fs.opts.AttrTTL
 }

@@ -38,10 +38,12 @@ func Mount(ctx context.Context, mountpoint string, store ObjectStore, opts Optio
 	}
 	// Fail here, with the store's error, rather than on the first ls.
 	if _, err := store.List(ctx, cos.ListOptions{Prefix: fsys.opts.Prefix, Delimiter: "/", MaxKeys: 1}); err != nil {
+		fsys.stop()
 		return nil, fmt.Errorf("cannot list the bucket (prefix %q): %w", fsys.opts.Prefix, err)
 	}
 	conn, err := fuse.Mount(mountpoint, fsys.mountOptions()...)
 	if err != nil {
+		fsys.stop()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	m := &Mounted{fs: fsys, mountpoint: mountpoint, conn: conn, done: make(chan struct{})}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/cosmount/cosmount/pkg/cos"
 )
@@ -39,16 +40,26 @@ func (f *FS) lookupGet(ctx context.Context, key string) (cos.ObjectInfo, error) 
 		return info, nil
 	}
 	f.prefixes.put(key, info.ETag, data)
+	if f.cache.enabled() && n == info.Size && n > 0 {
+		// The whole object: its only block, for the read cache too.
+		f.cache.put(key, info.ETag, 0, append([]byte(nil), data...))
+	}
 	return info, nil
 }
 
 // prefixCache keeps the first bytes of files that lookups fetched, for the
 // reads that follow, in a small LRU held in the memory budget. Entries are
-// per object version: a read finds them only with the ETag it reads.
+// per object version (a read finds them only with the ETag it reads) and are
+// served for AttrTTL after the lookup, like the attributes they came with;
+// with AttrTTL 0 nothing is kept.
 type prefixCache struct {
 	mem     *budget
 	reserve int64 // what the budget must keep free (the writers' reserve)
 	max     int64 // bytes at most
+	// ttl is how long an entry is served: the bytes came with the
+	// attributes, and are trusted as long as those are (AttrTTL).
+	ttl time.Duration
+	now func() time.Time
 
 	mu    sync.Mutex
 	used  int64                    // guarded by mu
@@ -59,17 +70,18 @@ type prefixCache struct {
 type prefixEntry struct {
 	key, etag string
 	data      []byte
+	at        time.Time // when the lookup fetched it
 }
 
-func newPrefixCache(mem *budget, reserve, max int64) *prefixCache {
-	return &prefixCache{mem: mem, reserve: reserve, max: max, lru: list.New(), byKey: map[string]*list.Element{}}
+func newPrefixCache(mem *budget, reserve, max int64, ttl time.Duration, now func() time.Time) *prefixCache {
+	return &prefixCache{mem: mem, reserve: reserve, max: max, ttl: ttl, now: now, lru: list.New(), byKey: map[string]*list.Element{}}
 }
 
 // put keeps data as the first bytes of (key, etag), replacing what the key
 // had, if the budget and the cache's bound have room.
 func (c *prefixCache) put(key, etag string, data []byte) {
 	n := int64(len(data))
-	if n == 0 || n > c.max {
+	if n == 0 || n > c.max || c.ttl == 0 {
 		return
 	}
 	c.mu.Lock()
@@ -82,7 +94,7 @@ func (c *prefixCache) put(key, etag string, data []byte) {
 		return
 	}
 	c.used += n
-	c.byKey[key] = c.lru.PushFront(&prefixEntry{key: key, etag: etag, data: data})
+	c.byKey[key] = c.lru.PushFront(&prefixEntry{key: key, etag: etag, data: data, at: c.now()})
 }
 
 // read copies what the cache holds of (key, etag) at off into dst and
@@ -95,7 +107,7 @@ func (c *prefixCache) read(key, etag string, off int64, dst []byte) int {
 		return 0
 	}
 	p := e.Value.(*prefixEntry)
-	if p.etag != etag || off >= int64(len(p.data)) {
+	if p.etag != etag || off >= int64(len(p.data)) || c.now().Sub(p.at) >= c.ttl {
 		return 0
 	}
 	c.lru.MoveToFront(e)
@@ -106,8 +118,10 @@ func (c *prefixCache) read(key, etag string, off int64, dst []byte) int {
 func (c *prefixCache) end(key, etag string) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.byKey[key]; ok && e.Value.(*prefixEntry).etag == etag {
-		return int64(len(e.Value.(*prefixEntry).data))
+	if e, ok := c.byKey[key]; ok {
+		if p := e.Value.(*prefixEntry); p.etag == etag && c.now().Sub(p.at) < c.ttl {
+			return int64(len(p.data))
+		}
 	}
 	return 0
 }

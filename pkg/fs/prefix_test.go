@@ -6,13 +6,16 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cosmount/cosmount/pkg/fs/memstore"
 )
 
 func TestPrefixCache(t *testing.T) {
 	mem := newBudget(64 * MiB)
-	c := newPrefixCache(mem, 0, 10)
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { return now }
+	c := newPrefixCache(mem, 0, 10, time.Minute, clock)
 	c.put("a", "e1", []byte("aaaa"))
 	c.put("b", "e1", []byte("bbbb"))
 	dst := make([]byte, 8)
@@ -48,10 +51,22 @@ func TestPrefixCache(t *testing.T) {
 	}
 	// The budget's reserve is respected.
 	tight := newBudget(10)
-	c = newPrefixCache(tight, 8, 10)
+	c = newPrefixCache(tight, 8, 10, time.Minute, clock)
 	c.put("a", "e1", []byte("aaa"))
 	if c.end("a", "e1") != 0 {
 		t.Error("kept an entry the budget could not hold")
+	}
+	// Entries are served for the TTL only, like the attributes.
+	c = newPrefixCache(mem, 0, 10, time.Minute, clock)
+	c.put("a", "e1", []byte("aaa"))
+	now = now.Add(time.Minute)
+	if n := c.read("a", "e1", 0, dst); n != 0 || c.end("a", "e1") != 0 {
+		t.Error("served an entry older than the TTL")
+	}
+	c.clear()
+	c = newPrefixCache(mem, 0, 10, 0, clock)
+	if c.put("a", "e1", []byte("aaa")); c.bytes() != 0 {
+		t.Error("kept an entry with a TTL of 0")
 	}
 }
 
@@ -100,13 +115,15 @@ func TestLookupGETServesTheRead(t *testing.T) {
 func TestLookupPrefixIsPerVersion(t *testing.T) {
 	store := memstore.New()
 	putObject(t, store, "f", "version one", nil)
+	const ttl = 2 * time.Second
 	opts := testOptions()
-	opts.AttrTTL, opts.EntryTTL = 0, 0 // every open looks again
+	opts.AttrTTL, opts.EntryTTL = ttl, ttl
 	m, mnt := mountT(t, store, opts)
 	if b, err := readFile(filepath.Join(mnt, "f")); err != nil || string(b) != "version one" {
 		t.Fatalf("first read %q %v", b, err)
 	}
 	putObject(t, store, "f", "version two!", nil)
+	time.Sleep(ttl + ttl/4) // the lookup, its attributes and its prefix expire
 	if b, err := readFile(filepath.Join(mnt, "f")); err != nil || string(b) != "version two!" {
 		t.Fatalf("after the change: %q %v", b, err)
 	}

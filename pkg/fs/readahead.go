@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"syscall"
 
@@ -18,6 +19,11 @@ const (
 	// reads of at most 128 KiB in flight and they reach us in any order, so
 	// a few MiB covers every reordering; only a real seek jumps further.
 	nearWindow = 4 * MiB
+	// keepBehind is how far behind the stream's head blocks are kept for
+	// reads that arrive late: the kernel has at most 12 reads of 128 KiB
+	// (1.5 MiB) in flight. A read that finds its block given back costs a
+	// GET of its own, nothing worse.
+	keepBehind = 2 * MiB
 	// seekWindow is what a read that starts a new stream away from the
 	// beginning of the file fetches: enough for one application read, small
 	// enough that random reads do not download whole parts.
@@ -51,7 +57,7 @@ const (
 // smaller (down to one block) rather than fewer. A chunk reserves its bytes
 // in the budget when it starts, takes a block buffer from the pool only when
 // its GET has data for it, and gives each block back as soon as the stream
-// is nearWindow past it, so a stream holds what it has fetched but not yet
+// is keepBehind past it, so a stream holds what it has fetched but not yet
 // read, not whole parts. The window starts at startWindow chunks and widens
 // only while reads wait for data: where the store delivers faster than the
 // application reads, a stream keeps two chunks; where it is slower, it
@@ -78,7 +84,7 @@ type readahead struct {
 	hi     int64    // end of the furthest read of the stream
 	next   int64    // end of the range the prefetch has covered
 	window int      // chunks kept ahead (see startWindow)
-	chunks []*chunk // ascending and contiguous, ending at next
+	chunks []*chunk // ascending, ending at next; gaps are in the read cache
 	first  *chunk   // the chunk the stream started with: waiting for it is latency, not slowness
 }
 
@@ -87,9 +93,11 @@ type readahead struct {
 // the chunk; its buffer is a pooled blockSize buffer when it covers a whole
 // grid block, else exactly its length.
 type chunk struct {
-	off, n int64
-	cancel context.CancelFunc
-	exited chan struct{} // closed when the GET goroutine has stopped
+	off, n    int64
+	key, etag string // the object version, for the read cache
+	size      int64  // the object's size
+	cancel    context.CancelFunc
+	exited    chan struct{} // closed when the GET goroutine has stopped
 
 	mu       sync.Mutex
 	bufs     [][]byte      // guarded by mu; nil until filled, and after release
@@ -178,13 +186,16 @@ func (r *readahead) read(ctx context.Context, key, etag string, size, off int64,
 
 	pos := off
 	for pos < end {
+		if r.fs.cache.enabled() {
+			if n := r.fs.cache.read(key, etag, pos, dst[pos-off:]); n > 0 {
+				pos += int64(n)
+				continue
+			}
+		}
 		c := r.chunkAt(pos)
 		if c == nil {
 			// Not buffered: behind the stream, or the budget was short.
-			stop := end
-			if lo := r.lo(); pos < lo {
-				stop = min(end, lo)
-			}
+			stop := min(end, r.nextChunk(pos))
 			n, err := r.get(ctx, key, etag, pos, dst[pos-off:stop-off])
 			if err != nil {
 				return 0, err
@@ -249,14 +260,47 @@ func (r *readahead) start(key string, size, off, end int64) {
 	to := min(size, max(off+min(seekWindow, r.fs.opts.ReadaheadMax), end))
 	if off < unit {
 		from, to = 0, min(size, max(unit, end))
-		// What a lookup fetched is not fetched again.
-		from = max(from, min(r.fs.prefixes.end(key, r.etag), off))
+		if !r.fs.cache.enabled() {
+			// What a lookup fetched is not fetched again (with the read
+			// cache on it is: the cache keeps whole blocks only).
+			from = max(from, min(r.fs.prefixes.end(key, r.etag), off))
+		}
 	}
 	r.next = from
 	r.first = nil
-	if r.add(key, from, to) {
+	from = r.skipCached(key, size, from, to)
+	if r.add(key, size, r.next, r.cachedFrom(key, size, from, to)) {
 		r.first = r.chunks[0]
 	}
+}
+
+// skipCached moves the buffered range's end past the blocks from [from, to)
+// on that the read cache holds, and returns where it stopped.
+func (r *readahead) skipCached(key string, size, from, to int64) int64 {
+	if !r.fs.cache.enabled() {
+		return from
+	}
+	for from < to && from%blockSize == 0 && r.fs.cache.has(key, r.etag, from/blockSize) {
+		from = min(size, from+blockSize)
+	}
+	if from > r.next {
+		r.next = from
+	}
+	return from
+}
+
+// cachedFrom returns where, in [from, to), the first block the read cache
+// holds starts (to if none): a chunk stops there.
+func (r *readahead) cachedFrom(key string, size, from, to int64) int64 {
+	if !r.fs.cache.enabled() {
+		return to
+	}
+	for b := alignUp(from, blockSize); b < to; b += blockSize {
+		if r.fs.cache.has(key, r.etag, b/blockSize) {
+			return b
+		}
+	}
+	return to
 }
 
 // setStreaming counts this readahead in (or out of) the mount's streams,
@@ -273,11 +317,11 @@ func (r *readahead) setStreaming(on bool) {
 	}
 }
 
-// consume gives back the blocks the stream has left behind by more than the
-// reordering window, and drops chunks with nothing left. off is the read
+// consume gives back the blocks the stream has left behind by more than
+// keepBehind, and drops chunks with nothing left. off is the read
 // being served.
 func (r *readahead) consume(off int64) {
-	behind := r.hi - nearWindow
+	behind := r.hi - keepBehind
 	for len(r.chunks) > 0 {
 		c := r.chunks[0]
 		if !c.releaseBefore(r.fs, behind) {
@@ -300,7 +344,11 @@ func (r *readahead) prefetch(key string, size int64) {
 	r.window = min(r.window, max(1, int(maxAhead/unit)))
 	target := min(size, alignUp(r.hi, unit)+int64(r.window-1)*unit)
 	for r.next < target {
-		if !r.add(key, r.next, min(target, alignUp(r.next+1, unit))) {
+		if from := r.skipCached(key, size, r.next, target); from >= target {
+			return
+		}
+		to := r.cachedFrom(key, size, r.next, min(target, alignUp(r.next+1, unit)))
+		if !r.add(key, size, r.next, to) {
 			return
 		}
 	}
@@ -308,12 +356,16 @@ func (r *readahead) prefetch(key string, size int64) {
 
 // add starts the GET of [from, to) at the end of the buffered range, if the
 // budget has the memory; it reports whether it did.
-func (r *readahead) add(key string, from, to int64) bool {
+func (r *readahead) add(key string, size, from, to int64) bool {
 	if to <= from {
 		return false
 	}
 	if !r.fs.mem.tryAcquire(to-from, r.fs.reserve()) {
-		return false
+		// Idle blocks hold budget that this chunk can use instead.
+		r.fs.bufs.shrink(to - from)
+		if !r.fs.mem.tryAcquire(to-from, r.fs.reserve()) {
+			return false
+		}
 	}
 	if !r.pooled {
 		r.fs.bufs.open()
@@ -322,7 +374,7 @@ func (r *readahead) add(key string, from, to int64) bool {
 	ctx, cancel := context.WithCancel(r.ctx)
 	nblocks := (to-1)/blockSize - from/blockSize + 1
 	c := &chunk{
-		off: from, n: to - from, cancel: cancel, exited: make(chan struct{}),
+		off: from, n: to - from, key: key, etag: r.etag, size: size, cancel: cancel, exited: make(chan struct{}),
 		bufs: make([][]byte, nblocks), reserved: to - from,
 	}
 	r.chunks = append(r.chunks, c)
@@ -492,11 +544,23 @@ func (c *chunk) releaseBefore(f *FS, pos int64) bool {
 	return true
 }
 
+// releaseBlockLocked gives block k back: to the read cache if it is on and
+// the block is a whole, filled block of the object's grid (the buffer moves
+// over, its budget is returned), else to the pool. Requires mu.
 func (c *chunk) releaseBlockLocked(f *FS, k int) {
-	if b := c.bufs[k]; b != nil {
-		f.bufs.put(b)
-		c.bufs[k] = nil
+	b := c.bufs[k]
+	if b == nil {
+		return
 	}
+	c.bufs[k] = nil
+	g := c.off/blockSize + int64(k)
+	start, end := max(c.off, g*blockSize), min(c.off+c.n, (g+1)*blockSize)
+	if f.cache.enabled() && end-c.off <= c.filled && cacheable(start, end, c.size) {
+		f.mem.release(int64(len(b)))
+		f.cache.put(c.key, c.etag, g, b[:end-start])
+		return
+	}
+	f.bufs.put(b)
 }
 
 // retryable says whether a second GET could succeed where one failed: not
@@ -521,6 +585,17 @@ func chunkErr(key string, c *chunk, err error) error {
 		return fmt.Errorf("read %q [%d, %d): %v: %w", key, c.off, c.off+c.n, err, syscall.EIO)
 	}
 	return err
+}
+
+// nextChunk returns where the first chunk after pos starts (MaxInt64 if
+// there is none).
+func (r *readahead) nextChunk(pos int64) int64 {
+	for _, c := range r.chunks {
+		if c.off > pos {
+			return c.off
+		}
+	}
+	return math.MaxInt64
 }
 
 // chunkAt returns the chunk holding pos, or nil. There are at most a few

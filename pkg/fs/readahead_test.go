@@ -282,9 +282,9 @@ func TestReadaheadWindowStaysSmallWhileDataIsReady(t *testing.T) {
 	if r.window != startWindow {
 		t.Errorf("window %d, want %d", r.window, startWindow)
 	}
-	// Two chunks, the blocks within nearWindow behind the head and the
-	// pool's idle blocks (which hold their budget).
-	limit := startWindow*x.fs.opts.PartSize + nearWindow + int64(2*x.fs.opts.PartSize)
+	// Two chunks, the blocks within keepBehind of the head and the pool's
+	// idle blocks (which hold their budget).
+	limit := startWindow*x.fs.opts.PartSize + keepBehind + int64(2*x.fs.opts.PartSize)
 	if _, high := x.fs.mem.stats(); high > limit {
 		t.Errorf("high-water %d MiB, want at most %d MiB", high/MiB, limit/MiB)
 	}
