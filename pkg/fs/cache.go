@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -371,11 +372,15 @@ func (c *blockCache) read(key, etag string, off int64, dst []byte) int {
 		c.mu.Unlock()
 		return 0
 	}
+	opened := b.open == nil
 	if err := c.openFileLocked(b); err != nil {
 		c.evictDiskLocked(e)
 		c.mu.Unlock()
 		c.fs.log.Error(err, "read cache: a block is gone", "dir", c.dir)
 		return 0
+	}
+	if opened {
+		c.readAheadLocked(k)
 	}
 	b.refs++
 	file := b.open
@@ -393,6 +398,32 @@ func (c *blockCache) read(key, etag string, off int64, dst []byte) int {
 		return 0
 	}
 	return n
+}
+
+// diskReadAhead is how many blocks after one that a read starts on are
+// brought in from disk in the background.
+const diskReadAhead = 2
+
+// readAheadLocked asks the kernel to read the files of the blocks after k
+// into its page cache: the kernel's own readahead stops at the end of a
+// block's file, so without this every block would start with a wait for
+// the disk. Requires mu.
+func (c *blockCache) readAheadLocked(k blockKey) {
+	for j := int64(1); j <= diskReadAhead; j++ {
+		next := blockKey{k.key, k.etag, k.idx + j}
+		e, ok := c.disk[next]
+		if !ok {
+			return
+		}
+		b := e.Value.(*diskBlock)
+		if b.open != nil {
+			continue // opened before: read ahead then
+		}
+		if c.openFileLocked(b) != nil {
+			return
+		}
+		_ = unix.Fadvise(int(b.open.Fd()), 0, 0, unix.FADV_WILLNEED)
+	}
 }
 
 // CacheStats are the read cache's counters and sizes.

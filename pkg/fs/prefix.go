@@ -22,8 +22,13 @@ const lookupPrefix = 128 * KiB
 // lookupGet finds a file's attributes with a ranged GET of its first
 // lookupPrefix bytes instead of a HEAD, and keeps those bytes in the
 // prefix cache. An empty object answers a range with InvalidRange: it is
-// HEADed instead.
+// HEADed instead, as is a file whose data the read cache holds.
 func (f *FS) lookupGet(ctx context.Context, key string) (cos.ObjectInfo, error) {
+	if f.cachedFile(key) {
+		// The read cache holds the start of the version this mount knows:
+		// a HEAD tells whether it is still the current one.
+		return f.store.Head(ctx, key)
+	}
 	rc, info, err := f.store.Get(ctx, key, cos.GetOptions{Offset: 0, Length: lookupPrefix})
 	if errors.Is(err, cos.ErrInvalidRange) {
 		return f.store.Head(ctx, key)
@@ -45,6 +50,22 @@ func (f *FS) lookupGet(ctx context.Context, key string) (cos.ObjectInfo, error) 
 		f.cache.put(key, info.ETag, 0, append([]byte(nil), data...))
 	}
 	return info, nil
+}
+
+// cachedFile reports whether the read cache holds the first block of the
+// version of key that its live node last saw.
+func (f *FS) cachedFile(key string) bool {
+	if !f.cache.enabled() {
+		return false
+	}
+	file := f.liveFile(key)
+	if file == nil {
+		return false
+	}
+	file.attrMu.Lock()
+	etag := file.info.ETag
+	file.attrMu.Unlock()
+	return etag != "" && f.cache.has(key, etag, 0)
 }
 
 // prefixCache keeps the first bytes of files that lookups fetched, for the

@@ -127,10 +127,10 @@ func (f *FS) readBudget() int64 {
 
 // limits returns the chunk size of this stream and the most it may keep
 // ahead: ReadaheadMax, at most the fair share of readBudget among the
-// streams, at least one block.
+// streams less what a stream keeps behind its head, at least one block.
 func (r *readahead) limits() (unit, maxAhead int64) {
 	part := r.fs.opts.PartSize
-	share := r.fs.readBudget() / max(1, r.fs.streams.Load())
+	share := r.fs.readBudget()/max(1, r.fs.streams.Load()) - keepBehind
 	maxAhead = min(r.fs.opts.ReadaheadMax, share)
 	if maxAhead >= part {
 		return part, maxAhead

@@ -88,6 +88,35 @@ func TestReadCacheServesASecondRead(t *testing.T) {
 	}
 }
 
+// A file looked up again after EntryTTL (the next epoch of a job) costs a
+// HEAD to check its version, not a GET: the cache holds its data.
+func TestReadCacheLookupAgainIsAHEAD(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	store := memstore.New()
+	small := cacheFile(t, store, "small", 1000, 1)
+	large := cacheFile(t, store, "large", 2*MiB+1, 2)
+	opts := testOptions()
+	opts.AttrTTL, opts.EntryTTL, opts.NegativeTTL = ttl, ttl, ttl
+	opts.CacheMemory = 16 * MiB
+	m, mnt := mountT(t, store, opts)
+	readAndCheck(t, filepath.Join(mnt, "small"), small)
+	readAndCheck(t, filepath.Join(mnt, "large"), large)
+	waitFor(t, "the blocks to reach the cache", func() bool {
+		return m.FS().CacheStats().MemoryBytes == int64(len(small)+len(large))
+	})
+	time.Sleep(ttl + ttl/2)
+	store.ResetCounts()
+	dropPageCache(t, filepath.Join(mnt, "small"))
+	dropPageCache(t, filepath.Join(mnt, "large"))
+	time.Sleep(ttl + ttl/2) // the opens above looked the names up again
+	store.ResetCounts()
+	readAndCheck(t, filepath.Join(mnt, "small"), small)
+	readAndCheck(t, filepath.Join(mnt, "large"), large)
+	if gets, heads := store.Count(memstore.OpGet), store.Count(memstore.OpHead); gets != 0 || heads != 2 {
+		t.Errorf("second epoch cost %v, want a HEAD per file and no GET", store.Counts())
+	}
+}
+
 // A changed object is not served from the cache once the attributes are
 // older than AttrTTL: the cache is keyed by ETag.
 func TestReadCacheFollowsTheETag(t *testing.T) {
@@ -125,18 +154,15 @@ func TestReadCacheDiskEviction(t *testing.T) {
 	m, mnt := mountT(t, store, opts)
 	readAndCheck(t, filepath.Join(mnt, "a"), a)
 	readAndCheck(t, filepath.Join(mnt, "b"), b)
-	waitFor(t, "the disk cache to settle", func() bool {
-		st := m.FS().CacheStats()
-		return st.DiskBytes == 8*MiB
-	})
 	sub, err := filepath.Glob(filepath.Join(dir, cacheDirPrefix+"*"))
 	if err != nil || len(sub) != 1 {
 		t.Fatalf("cache directories %v, %v; want one", sub, err)
 	}
-	blocks, _ := filepath.Glob(filepath.Join(sub[0], "[0-9a-f]*"))
-	if len(blocks) != 8 {
-		t.Errorf("%d block files on disk, want 8 (8 MiB of 1 MiB blocks)", len(blocks))
-	}
+	// The writer removes an evicted block's file just after the index.
+	waitFor(t, "the disk cache to settle at 8 blocks", func() bool {
+		blocks, _ := filepath.Glob(filepath.Join(sub[0], "[0-9a-f]*"))
+		return m.FS().CacheStats().DiskBytes == 8*MiB && len(blocks) == 8
+	})
 	// b is the most recent: its blocks are all there, a lost 4 of its 6.
 	store.ResetCounts()
 	dropPageCache(t, filepath.Join(mnt, "b"))
@@ -248,9 +274,10 @@ func TestManyReadersShareTheBudget(t *testing.T) {
 			if _, high := m.FS().MemoryStats(); high > tc.limit {
 				t.Errorf("high-water %d MiB above memory_limit %d MiB", high/MiB, tc.limit/MiB)
 			}
-			// At least a block per GET on average: 24 GETs per file at most,
-			// plus the lookup's.
-			if gets := store.Count(memstore.OpGet); gets > readers*(size/MiB+1) {
+			// Chunks shrink to a block when the budget is tight, and a few
+			// reads that find no budget at the start of a stream read on
+			// their own; GETs of 128 KiB throughout would be 192 per file.
+			if gets := store.Count(memstore.OpGet); gets > readers*(size/MiB+1)*3/2 {
 				t.Errorf("%d GETs for %d files of %d MiB", gets, readers, size/MiB)
 			}
 			if tc.limit == 256*MiB {
