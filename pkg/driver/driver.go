@@ -11,10 +11,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/cosmount/cosmount/pkg/iam"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 	"github.com/cosmount/cosmount/pkg/volume"
 )
 
@@ -87,7 +87,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 func (o *Options) Validate() error {
 	var errs []error
 	if _, err := socketPath(o.Endpoint); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
 	}
 	switch o.Mode {
 	case ModeController, ModeNode, ModeAll:
@@ -127,19 +127,6 @@ func (o *Options) controllerProfile() iam.Profile {
 	}
 }
 
-// socketPath extracts the filesystem path of a unix endpoint.
-func socketPath(endpoint string) (string, error) {
-	p := endpoint
-	switch {
-	case strings.HasPrefix(p, "unix://"):
-		p = strings.TrimPrefix(p, "unix://")
-	case strings.HasPrefix(p, "unix:"):
-		p = strings.TrimPrefix(p, "unix:")
-	case strings.Contains(p, "://"):
-		return "", fmt.Errorf("--endpoint %q: only unix sockets are supported", endpoint)
-	}
-	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("--endpoint %q: need an absolute socket path", endpoint)
-	}
-	return p, nil
-}
+// socketPath extracts the filesystem path of a unix endpoint (unix:///p,
+// unix:/p or /p), with the rules every cosmount socket follows.
+func socketPath(endpoint string) (string, error) { return mounterapi.SocketPath(endpoint) }
