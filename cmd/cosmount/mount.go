@@ -26,6 +26,9 @@ func runMount(args []string) error {
 	if err != nil {
 		return err
 	}
+	if f.volumeID != "" {
+		setupVolumeLogging(f.volumeID, f.verbosity())
+	}
 	if len(pos) != 2 {
 		return errors.New("usage: cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT (see cosmount mount -h)")
 	}
@@ -109,16 +112,18 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 		}
 		defer stopMetrics()
 	}
-	if f.metricsSocket != "" {
-		stopSocket, err := metrics.serveUnix(f.metricsSocket)
-		if err != nil {
-			return err
-		}
-		defer stopSocket()
-	}
 	m, err := fs.Mount(setupCtx, mountpoint, client.Bucket(bucket), opts)
 	if err != nil {
 		return err
+	}
+	if f.controlSocket != "" {
+		ctl := &controlServer{metrics: metrics, fs: m.FS(), life: ctx}
+		stopSocket, err := serveControl(f.controlSocket, ctl.handler())
+		if err != nil {
+			_ = m.Unmount()
+			return errors.Join(err, m.Wait())
+		}
+		defer stopSocket()
 	}
 	klog.InfoS("cosmount serving", "bucket", bucket, "prefix", opts.Prefix, "mountpoint", mountpoint, "auth", auth.method(), "pid", os.Getpid())
 	ready.report(nil)

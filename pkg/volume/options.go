@@ -201,9 +201,14 @@ type OptionError struct {
 	Option string
 	Value  string // the value as given, if any
 	Reason string
+	// Unknown: the grammar has no such option (Reason lists the known ones).
+	Unknown bool
 }
 
 func (e *OptionError) Error() string {
+	if e.Unknown {
+		return fmt.Sprintf("unknown mount option %q (%s)", e.Option, e.Reason)
+	}
 	if e.Value != "" {
 		return fmt.Sprintf("mount option %s=%q: %s", e.Option, e.Value, e.Reason)
 	}
@@ -364,7 +369,7 @@ func (o *Options) Apply(list string, scopes ...Scope) error {
 		name = strings.TrimSpace(name)
 		op, ok := lookupOption(name)
 		if !ok {
-			return &OptionError{Option: name, Value: val, Reason: fmt.Sprintf("unknown option (known: %s)", strings.Join(OptionNames(scopes...), ", "))}
+			return &OptionError{Option: name, Value: val, Unknown: true, Reason: "known: " + strings.Join(OptionNames(scopes...), ", ")}
 		}
 		if len(scopes) > 0 && !scopeIn(op.scope, scopes) {
 			why := "is set by the node's administrator, not by a volume"

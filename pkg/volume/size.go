@@ -49,17 +49,22 @@ func ParseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// FormatSize renders n in the largest binary unit that divides it exactly,
-// so that ParseSize(FormatSize(n)) == n and the canonical form of an option
-// stays short and readable (16MiB, not 16777216).
+// FormatSize renders n in the unit, binary or decimal, that divides it
+// exactly with the smallest quotient, so that ParseSize(FormatSize(n)) == n
+// and a size reads as it was probably written (16MiB, 1TB, not 16777216 or
+// 976562500KiB).
 func FormatSize(n int64) string {
+	best, bestQ := "", n
 	for _, u := range []struct {
 		suffix string
 		mult   int64
-	}{{"TiB", TiB}, {"GiB", GiB}, {"MiB", MiB}, {"KiB", KiB}} {
-		if n != 0 && n%u.mult == 0 {
-			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+	}{
+		{"TiB", TiB}, {"GiB", GiB}, {"MiB", MiB}, {"KiB", KiB},
+		{"TB", 1000 * 1000 * 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"MB", 1000 * 1000}, {"kB", 1000},
+	} {
+		if n != 0 && n%u.mult == 0 && n/u.mult < bestQ {
+			best, bestQ = u.suffix, n/u.mult
 		}
 	}
-	return strconv.FormatInt(n, 10)
+	return strconv.FormatInt(bestQ, 10) + best
 }

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/cos"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // bench runs the scenarios and collects samples.
