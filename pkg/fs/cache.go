@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,7 +35,11 @@ import (
 // covers a whole grid block of the object goes to the cache instead of back
 // to the pool, so caching costs no copy. Disk writes run on one goroutine
 // behind a short queue; a block that finds the queue full is not cached
-// rather than slowing the reader down.
+// rather than slowing the reader down. On disk each object version is one
+// sparse file with its blocks at their offsets, so that a sequential read
+// of a cached object is a sequential read of one file (which the kernel
+// reads ahead); an evicted block becomes a hole, and a file without blocks
+// is removed.
 type blockCache struct {
 	fs      *FS
 	memMax  int64
@@ -52,7 +55,9 @@ type blockCache struct {
 	disk     map[blockKey]*list.Element // guarded by mu: *diskBlock
 	diskLRU  *list.List                 // guarded by mu
 	diskUsed int64                      // guarded by mu
-	openLRU  *list.List                 // guarded by mu: *diskBlock with an open file, most recent first
+	files    map[version]*versionFile   // guarded by mu: the files of the versions with blocks on disk
+	latest   map[string]string          // guarded by mu: key -> ETag of the cached version whose first block is here
+	openLRU  *list.List                 // guarded by mu: *versionFile with an open file, most recent first
 	closed   bool                       // guarded by mu
 
 	writes chan diskWrite
@@ -74,13 +79,23 @@ type memBlock struct {
 type diskBlock struct {
 	k    blockKey
 	size int64
-	// open is the block's file, kept open for the reads that follow (a
-	// block is read in 128 KiB pieces); at most maxOpen are. refs counts
-	// the reads using it: a file in use is closed by its last read.
-	open     *os.File
+	file *versionFile
+}
+
+// version is one object version: a file on disk.
+type version struct{ key, etag string }
+
+type versionFile struct {
+	v      version
+	path   string
+	blocks int // blocks of the version on disk
+	// f is open for reads and writes while it is used, and kept open for
+	// the reads that follow (a block is read in 128 KiB pieces); at most
+	// maxOpen files are. refs counts the reads and writes using it: a file
+	// in use is closed by the last of them.
+	f        *os.File
 	openElem *list.Element // in openLRU while open
 	refs     int
-	evicted  bool
 }
 
 type diskWrite struct {
@@ -91,7 +106,7 @@ type diskWrite struct {
 // diskQueue is how many blocks may wait for the disk writer.
 const diskQueue = 16
 
-// maxOpen is how many block files the cache keeps open for reads.
+// maxOpen is how many version files the cache keeps open.
 const maxOpen = 64
 
 // cacheDirPrefix names the per-server directories under CacheDir.
@@ -106,7 +121,7 @@ func newBlockCache(f *FS) (*blockCache, error) {
 		fs: f, memMax: o.CacheMemory, diskMax: o.CacheSize,
 		mem: map[blockKey]*list.Element{}, memLRU: list.New(),
 		pending: map[blockKey][]byte{}, disk: map[blockKey]*list.Element{}, diskLRU: list.New(),
-		openLRU: list.New(), done: make(chan struct{}),
+		files: map[version]*versionFile{}, latest: map[string]string{}, openLRU: list.New(), done: make(chan struct{}),
 	}
 	if o.CacheSize > 0 {
 		dir, lock, err := makeCacheDir(o.CacheDir, f.log)
@@ -184,6 +199,9 @@ func (c *blockCache) put(key, etag string, idx int64, data []byte) {
 		c.recycle(data)
 		return
 	}
+	if idx == 0 {
+		c.latest[key] = etag
+	}
 	if c.memMax >= n {
 		var out []memBlock
 		for c.memUsed+n > c.memMax {
@@ -206,15 +224,30 @@ func (c *blockCache) put(key, etag string, idx int64, data []byte) {
 	c.toDisk(k, data)
 }
 
+// goneLocked records that block k has left the cache. Requires mu.
+func (c *blockCache) goneLocked(k blockKey) {
+	if k.idx == 0 && c.latest[k.key] == k.etag {
+		delete(c.latest, k.key)
+	}
+}
+
+// latestVersion returns the ETag of key's version whose first block the
+// cache holds, if any.
+func (c *blockCache) latestVersion(key string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	etag, ok := c.latest[key]
+	return etag, ok
+}
+
 // toDisk queues a block for the disk tier, if there is one and it has room
 // in its queue; otherwise the block is not cached.
 func (c *blockCache) toDisk(k blockKey, data []byte) {
-	if c.diskMax < int64(len(data)) {
-		c.recycle(data)
-		return
-	}
 	c.mu.Lock()
-	if c.closed || c.disk[k] != nil || c.pending[k] != nil {
+	if c.diskMax < int64(len(data)) || c.closed || c.disk[k] != nil || c.pending[k] != nil {
+		if c.disk[k] == nil && c.pending[k] == nil {
+			c.goneLocked(k)
+		}
 		c.mu.Unlock()
 		c.recycle(data)
 		return
@@ -225,6 +258,7 @@ func (c *blockCache) toDisk(k blockKey, data []byte) {
 		c.mu.Unlock()
 	default:
 		c.dropped++
+		c.goneLocked(k)
 		c.mu.Unlock()
 		c.recycle(data)
 	}
@@ -238,93 +272,132 @@ func (c *blockCache) recycle(data []byte) {
 	}
 }
 
-// writer writes queued blocks to disk, one file per block, evicting the
-// least recently used blocks to stay within diskMax.
+// writer writes queued blocks to disk, each into its version's file,
+// evicting the least recently used blocks to stay within diskMax.
 func (c *blockCache) writer() {
 	defer close(c.done)
 	for w := range c.writes {
-		path := c.path(w.k)
-		err := os.WriteFile(path, w.data, 0o600)
-		c.mu.Lock()
-		delete(c.pending, w.k)
-		if err != nil || c.closed {
-			c.mu.Unlock()
-			if err != nil {
-				c.fs.log.Error(err, "read cache: writing a block failed", "dir", c.dir)
-			}
-			_ = os.Remove(path)
-			c.recycle(w.data)
-			continue
-		}
-		n := int64(len(w.data))
-		var evicted []*diskBlock
-		for c.diskUsed+n > c.diskMax && c.diskLRU.Len() > 0 {
-			evicted = append(evicted, c.evictDiskLocked(c.diskLRU.Back()))
-		}
-		c.disk[w.k] = c.diskLRU.PushFront(&diskBlock{k: w.k, size: n})
-		c.diskUsed += n
-		c.mu.Unlock()
+		c.write(w)
 		c.recycle(w.data)
-		for _, b := range evicted {
-			_ = os.Remove(c.path(b.k))
-		}
 	}
 }
 
-// evictDiskLocked removes a disk block from the index; the caller removes
-// its file. Requires mu.
-func (c *blockCache) evictDiskLocked(e *list.Element) *diskBlock {
+func (c *blockCache) write(w diskWrite) {
+	v := version{w.k.key, w.k.etag}
+	c.mu.Lock()
+	vf := c.files[v]
+	if vf == nil {
+		vf = &versionFile{v: v, path: c.path(v)}
+		c.files[v] = vf
+	}
+	err := c.openLocked(vf)
+	if err != nil {
+		c.dropFileLocked(vf)
+		delete(c.pending, w.k)
+		c.goneLocked(w.k)
+		c.mu.Unlock()
+		c.fs.log.Error(err, "read cache: creating a file failed", "dir", c.dir)
+		return
+	}
+	vf.refs++
+	f := vf.f
+	c.mu.Unlock()
+
+	_, err = f.WriteAt(w.data, w.k.idx*blockSize)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	vf.refs--
+	delete(c.pending, w.k)
+	if err != nil || c.closed {
+		c.goneLocked(w.k)
+		if err != nil {
+			c.fs.log.Error(err, "read cache: writing a block failed", "dir", c.dir)
+		}
+		c.dropFileLocked(vf)
+		return
+	}
+	n := int64(len(w.data))
+	for c.diskUsed+n > c.diskMax && c.diskLRU.Len() > 0 {
+		c.evictDiskLocked(c.diskLRU.Back())
+	}
+	c.disk[w.k] = c.diskLRU.PushFront(&diskBlock{k: w.k, size: n, file: vf})
+	c.diskUsed += n
+	vf.blocks++
+}
+
+// evictDiskLocked removes a disk block: a hole in its file, or the whole
+// file when it was the last. Requires mu.
+func (c *blockCache) evictDiskLocked(e *list.Element) {
 	b := e.Value.(*diskBlock)
 	c.diskLRU.Remove(e)
 	delete(c.disk, b.k)
 	c.diskUsed -= b.size
-	b.evicted = true
-	c.closeFileLocked(b)
-	return b
-}
-
-// closeFileLocked closes a block's file unless a read is using it (the
-// last read closes it then). Requires mu.
-func (c *blockCache) closeFileLocked(b *diskBlock) {
-	if b.refs > 0 || b.open == nil {
+	c.goneLocked(b.k)
+	vf := b.file
+	vf.blocks--
+	if vf.blocks == 0 {
+		c.dropFileLocked(vf)
 		return
 	}
-	b.open.Close()
-	b.open = nil
-	c.openLRU.Remove(b.openElem)
-	b.openElem = nil
+	if c.openLocked(vf) == nil {
+		// A hole gives the space back; a failure only costs space until
+		// the file goes.
+		_ = unix.Fallocate(int(vf.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, b.k.idx*blockSize, b.size)
+	}
 }
 
-// openFileLocked opens a block's file for reads, closing the least recently
-// used idle file beyond maxOpen. Requires mu.
-func (c *blockCache) openFileLocked(b *diskBlock) error {
-	if b.open != nil {
-		c.openLRU.MoveToFront(b.openElem)
+// dropFileLocked removes a version's file (it has no blocks left, or could
+// not be written); a read or write still using it keeps it open until it
+// is done. Requires mu.
+func (c *blockCache) dropFileLocked(vf *versionFile) {
+	if c.files[vf.v] == vf {
+		delete(c.files, vf.v)
+	}
+	_ = os.Remove(vf.path)
+	c.closeLocked(vf)
+}
+
+// closeLocked closes a version's file unless it is in use (its last user
+// closes it then). Requires mu.
+func (c *blockCache) closeLocked(vf *versionFile) {
+	if vf.refs > 0 || vf.f == nil {
+		return
+	}
+	vf.f.Close()
+	vf.f = nil
+	c.openLRU.Remove(vf.openElem)
+	vf.openElem = nil
+}
+
+// openLocked opens a version's file (creating it), closing the least
+// recently used idle files beyond maxOpen. Requires mu.
+func (c *blockCache) openLocked(vf *versionFile) error {
+	if vf.f != nil {
+		c.openLRU.MoveToFront(vf.openElem)
 		return nil
 	}
-	f, err := os.Open(c.path(b.k))
+	f, err := os.OpenFile(vf.path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	b.open = f
-	b.openElem = c.openLRU.PushFront(b)
+	vf.f = f
+	vf.openElem = c.openLRU.PushFront(vf)
 	for e := c.openLRU.Back(); c.openLRU.Len() > maxOpen && e != nil; {
 		prev := e.Prev()
-		c.closeFileLocked(e.Value.(*diskBlock))
+		c.closeLocked(e.Value.(*versionFile))
 		e = prev
 	}
 	return nil
 }
 
-// path is where a block lives on disk: a hash, so that keys of any length
-// and characters make valid names.
-func (c *blockCache) path(k blockKey) string {
+// path is where a version's blocks live on disk: a hash, so that keys of
+// any length and characters make valid names.
+func (c *blockCache) path(v version) string {
 	h := sha256.New()
-	io.WriteString(h, k.key)
+	io.WriteString(h, v.key)
 	h.Write([]byte{0})
-	io.WriteString(h, k.etag)
-	h.Write([]byte{0})
-	io.WriteString(h, strconv.FormatInt(k.idx, 10))
+	io.WriteString(h, v.etag)
 	return filepath.Join(c.dir, hex.EncodeToString(h.Sum(nil)[:16]))
 }
 
@@ -372,25 +445,22 @@ func (c *blockCache) read(key, etag string, off int64, dst []byte) int {
 		c.mu.Unlock()
 		return 0
 	}
-	opened := b.open == nil
-	if err := c.openFileLocked(b); err != nil {
+	vf := b.file
+	if err := c.openLocked(vf); err != nil {
 		c.evictDiskLocked(e)
 		c.mu.Unlock()
-		c.fs.log.Error(err, "read cache: a block is gone", "dir", c.dir)
+		c.fs.log.Error(err, "read cache: a file is gone", "dir", c.dir)
 		return 0
 	}
-	if opened {
-		c.readAheadLocked(k)
-	}
-	b.refs++
-	file := b.open
+	vf.refs++
+	f := vf.f
 	c.hits++
 	c.mu.Unlock()
-	n, err := file.ReadAt(dst[:min(int64(len(dst)), b.size-in)], in)
+	n, err := f.ReadAt(dst[:min(int64(len(dst)), b.size-in)], k.idx*blockSize+in)
 	c.mu.Lock()
-	b.refs--
-	if b.evicted || c.closed || c.openLRU.Len() > maxOpen {
-		c.closeFileLocked(b)
+	vf.refs--
+	if c.closed || c.files[vf.v] != vf || c.openLRU.Len() > maxOpen {
+		c.closeLocked(vf)
 	}
 	c.mu.Unlock()
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -398,32 +468,6 @@ func (c *blockCache) read(key, etag string, off int64, dst []byte) int {
 		return 0
 	}
 	return n
-}
-
-// diskReadAhead is how many blocks after one that a read starts on are
-// brought in from disk in the background.
-const diskReadAhead = 2
-
-// readAheadLocked asks the kernel to read the files of the blocks after k
-// into its page cache: the kernel's own readahead stops at the end of a
-// block's file, so without this every block would start with a wait for
-// the disk. Requires mu.
-func (c *blockCache) readAheadLocked(k blockKey) {
-	for j := int64(1); j <= diskReadAhead; j++ {
-		next := blockKey{k.key, k.etag, k.idx + j}
-		e, ok := c.disk[next]
-		if !ok {
-			return
-		}
-		b := e.Value.(*diskBlock)
-		if b.open != nil {
-			continue // opened before: read ahead then
-		}
-		if c.openFileLocked(b) != nil {
-			return
-		}
-		_ = unix.Fadvise(int(b.open.Fd()), 0, 0, unix.FADV_WILLNEED)
-	}
 }
 
 // CacheStats are the read cache's counters and sizes.
@@ -454,8 +498,8 @@ func (c *blockCache) close() {
 		return
 	}
 	c.closed = true
-	for _, e := range c.disk {
-		c.closeFileLocked(e.Value.(*diskBlock))
+	for _, vf := range c.files {
+		c.closeLocked(vf)
 	}
 	c.mem, c.memLRU, c.memUsed = map[blockKey]*list.Element{}, list.New(), 0
 	c.mu.Unlock()

@@ -53,18 +53,21 @@ func (f *FS) lookupGet(ctx context.Context, key string) (cos.ObjectInfo, error) 
 }
 
 // cachedFile reports whether the read cache holds the first block of the
-// version of key that its live node last saw.
+// version of key that this mount last saw.
 func (f *FS) cachedFile(key string) bool {
 	if !f.cache.enabled() {
 		return false
 	}
-	file := f.liveFile(key)
-	if file == nil {
-		return false
+	var etag string
+	if file := f.liveFile(key); file != nil {
+		file.attrMu.Lock()
+		etag = file.info.ETag
+		file.attrMu.Unlock()
+	} else {
+		// The kernel forgot the node (memory pressure, drop_caches): the
+		// cache remembers which version it holds.
+		etag, _ = f.cache.latestVersion(key)
 	}
-	file.attrMu.Lock()
-	etag := file.info.ETag
-	file.attrMu.Unlock()
 	return etag != "" && f.cache.has(key, etag, 0)
 }
 

@@ -209,8 +209,8 @@ func TestReadaheadSequentialIsOneGETPerPart(t *testing.T) {
 			if gets := x.store.Count(memstore.OpGet); gets != tc.gets {
 				t.Errorf("%d GETs, want %d", gets, tc.gets)
 			}
-			if _, most := x.store.stats(); most > maxWindow(x.fs.opts) {
-				t.Errorf("%d GETs in flight at once, want at most %d", most, maxWindow(x.fs.opts))
+			if _, most := x.store.stats(); most > maxWindow(x.fs) {
+				t.Errorf("%d GETs in flight at once, want at most %d", most, maxWindow(x.fs))
 			}
 			r.close()
 			if used, high := x.fs.mem.stats(); used != 0 || high > x.fs.opts.MemoryLimit {
@@ -220,8 +220,11 @@ func TestReadaheadSequentialIsOneGETPerPart(t *testing.T) {
 	}
 }
 
-// maxWindow is the most chunks one stream keeps in flight with opts.
-func maxWindow(o Options) int { return int(o.ReadaheadMax / o.PartSize) }
+// maxWindow is the most chunks one stream alone keeps in flight on fsys.
+func maxWindow(fsys *FS) int {
+	unit, ahead := (&readahead{fs: fsys}).limits()
+	return int(ahead / unit)
+}
 
 // While reads wait for data, the window widens one chunk at a time up to
 // ReadaheadMax: the store is slower than the application, so more GETs run
@@ -229,7 +232,7 @@ func maxWindow(o Options) int { return int(o.ReadaheadMax / o.PartSize) }
 func TestReadaheadWindowWidensWhileReadsWait(t *testing.T) {
 	const part = 8 * MiB
 	x := newRAFixture(t, 128*MiB, raOptions())
-	depth := maxWindow(x.fs.opts)
+	depth := maxWindow(x.fs)
 	r := x.open(t)
 	x.store.holdFrom(part)
 	for off := int64(0); off < part; off += 256 * KiB {
