@@ -589,22 +589,30 @@ func (d *Dir) Forget() {
 }
 
 // Extended attributes are not supported: every node (directory, file,
-// symlink) answers ENOTSUP through these methods of the embedded nodeBase.
+// symlink) answers through these methods of the embedded nodeBase. They
+// answer ENOSYS, not ENOTSUP: on ENOSYS the kernel stops sending that
+// request for the whole mount and answers ENOTSUP (EOPNOTSUPP) itself, so
+// applications see the same error without a request per file (ls -l asks
+// every file for its ACL).
 func (n *nodeBase) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }
 
 // Listxattr: see Getxattr.
 func (n *nodeBase) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }
 
 // Setxattr: see Getxattr.
 func (n *nodeBase) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }
 
 // Removexattr: see Getxattr.
 func (n *nodeBase) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }

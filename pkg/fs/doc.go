@@ -25,9 +25,10 @@
 //
 // File.mu serialises a file's content changes and uploads and may be held
 // across store I/O. fileHandle.mu guards readahead state; under it a
-// readahead takes a chunk's mu (shared with that chunk's GET goroutine,
-// which takes nothing else), and under that the buffer pools' and the
-// budget's locks, which are leaves. Dir.mu guards a
+// readahead takes a chunk's mu (shared with that chunk's GET goroutine),
+// under that the read cache's mu (a block moving into the cache), and
+// under either the buffer pools' and the budget's locks, which are leaves;
+// the prefix cache's mu is held only around the budget's. Dir.mu guards a
 // directory's entry and negative caches. FS.mu (the namespace: parent/name
 // links, Dir.children, the dirty set) and File.attrMu (a file's attributes)
 // are leaves: nothing is acquired while holding either, and they are never
@@ -73,6 +74,13 @@
 // (read-modify-write). Nothing reaches the store before flush, fsync or
 // release, and a failed upload stays dirty (retried by the next flush,
 // fsync or FS.Flush) after close has returned the error.
+//
+// Reads: a lookup that asks the store about a file GETs its first 128 KiB
+// (prefix.go) instead of HEADing it, and keeps those bytes for the read that
+// follows; reads go through a per-handle readahead of part-sized ranged GETs
+// in 1 MiB blocks, sharing one budget fairly (readahead.go), and, when the
+// volume has one, the read cache of blocks in memory and on disk (cache.go),
+// served only for the ETag of the file's current attributes.
 //
 // Tests: a process must not open files of its own mount with *os.File (Go
 // registers regular files with epoll, whose FUSE poll request can leave the

@@ -32,6 +32,9 @@ type FS struct {
 	inodes    atomic.Uint64
 	streams   atomic.Int64 // sequential readahead streams, sharing readBudget
 	readWaits atomic.Int64 // reads that waited for a chunk's data
+	// unsupported counts requests answered ENOSYS (the kernel sends each
+	// kind at most once per mount).
+	unsupported atomic.Int64
 
 	// life ends when the filesystem stops being served. Store calls run on
 	// contexts detached from the FUSE request (see detach) and bounded by it.
