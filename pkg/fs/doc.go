@@ -39,11 +39,12 @@
 // Directory rename moves every key below the directory with copy + delete;
 // it is not atomic: a failure in the middle leaves keys under both names
 // (the error is returned; repeating the rename finishes it). A lookup that
-// probes a name lists the directory once (one page, 1000 names): the
-// listing then tells which names exist for EntryTTL (each is still HEADed
-// once for its metadata) and which do not (for min(EntryTTL, NegativeTTL),
-// as a readdir listing does); a directory larger than a page is probed name
-// by name. Another client may write a name after a listing, so creating a
+// probes a name lists the directory once (two pages, 2000 names): the
+// listing then tells which names exist for EntryTTL (each still costs one
+// GET of its first bytes, for its metadata, see prefix.go) and which do not
+// (for min(EntryTTL, NegativeTTL), as a readdir listing does); in a larger
+// directory the names of those pages are known to exist and the others are
+// probed name by name. Another client may write a name after a listing, so creating a
 // name a listing said absent HEADs it first (not a name this mount HEADed
 // or removed itself, nor one in a directory it made by mkdir less than
 // EntryTTL ago): if the object exists, O_CREAT opens it (O_TRUNC empties

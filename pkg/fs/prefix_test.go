@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -136,4 +137,26 @@ func TestLookupPrefixIsPerVersion(t *testing.T) {
 	if n := m.FS().prefixes.read("f", info.ETag, 0, dst); !bytes.Equal(dst[:n], []byte("version two!")) {
 		t.Errorf("prefix of the current version %q", dst[:n])
 	}
+}
+
+// In a directory larger than a lookup's listing, the names the listing
+// showed cost one request each; only the others are probed (GET + LIST).
+func TestLookupInALargeDirectory(t *testing.T) {
+	const n = 2500 // more than lookupPages pages of 1000
+	store := memstore.New()
+	for i := 0; i < n; i++ {
+		putObject(t, store, fmt.Sprintf("d/f%04d", i), "x", nil)
+	}
+	_, mnt := mountT(t, store, testOptions())
+	readAndCheck(t, filepath.Join(mnt, "d", "f0000"), []byte("x")) // probes, then lists d
+	store.ResetCounts()
+	for i := 1; i <= 100; i++ {
+		readAndCheck(t, filepath.Join(mnt, "d", fmt.Sprintf("f%04d", i)), []byte("x"))
+	}
+	wantCounts(t, store, map[memstore.Op]int64{memstore.OpGet: 100})
+	store.ResetCounts()
+	for i := n - 10; i < n; i++ {
+		readAndCheck(t, filepath.Join(mnt, "d", fmt.Sprintf("f%04d", i)), []byte("x"))
+	}
+	wantCounts(t, store, map[memstore.Op]int64{memstore.OpGet: 10, memstore.OpList: 10})
 }
