@@ -184,6 +184,12 @@ func (d *Dir) lookup(ctx context.Context, name string) (node, error) {
 	if ok {
 		return n, err
 	}
+	if known == nil && d.relist(ctx) {
+		// The directory's listing had expired: listed again, it answers.
+		if n, known, err, ok = d.cached(name); ok {
+			return n, err
+		}
+	}
 	dirKey, err := d.key()
 	if err != nil {
 		return nil, err

@@ -60,6 +60,10 @@ func (d *Dir) listForLookup(ctx context.Context) bool {
 		d.mu.Unlock()
 		return false
 	}
+	// A directory that readdir listed whole is listed whole again (with
+	// the listing's attributes, as readdir does): an `ls -l` that outlasts
+	// EntryTTL then costs a listing, not a lookup request per name.
+	whole := d.complete && !d.namesOnly
 	if ch := d.listing; ch != nil {
 		d.mu.Unlock()
 		select {
@@ -82,9 +86,17 @@ func (d *Dir) listForLookup(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	listed, complete, err := d.list(ctx, dirKey, lookupPages, now)
+	pages := lookupPages
+	if whole {
+		pages = 0
+	}
+	listed, complete, err := d.list(ctx, dirKey, pages, now)
 	if err != nil {
 		return false
+	}
+	if whole {
+		d.install(dirKey, listed, now, false)
+		return true
 	}
 	for _, e := range listed {
 		e.nameOnly = true
@@ -108,6 +120,16 @@ func (d *Dir) listForLookup(ctx context.Context) bool {
 	}
 	d.install(dirKey, listed, now, true)
 	return true
+}
+
+// relist lists a directory again whose complete listing (readdir's, a
+// lookup's, or mkdir's) has expired, instead of probing a name in it; it
+// reports whether a complete listing is installed.
+func (d *Dir) relist(ctx context.Context) bool {
+	d.mu.Lock()
+	was := d.complete
+	d.mu.Unlock()
+	return was && d.listForLookup(ctx)
 }
 
 // lookupPages is how many pages of a listing a lookup reads: a directory

@@ -160,3 +160,34 @@ func TestLookupInALargeDirectory(t *testing.T) {
 	}
 	wantCounts(t, store, map[memstore.Op]int64{memstore.OpGet: 10, memstore.OpList: 10})
 }
+
+// Names of a directory that readdir listed are looked up after the listing
+// expired (an ls -l slower than EntryTTL): the directory is listed again,
+// not asked about name by name.
+func TestLookupAfterTheListingExpired(t *testing.T) {
+	const n, ttl = 300, 300 * time.Millisecond
+	store := memstore.New()
+	for i := 0; i < n; i++ {
+		putObject(t, store, fmt.Sprintf("d/f%04d", i), "x", nil)
+	}
+	opts := testOptions()
+	opts.EntryTTL, opts.AttrTTL, opts.NegativeTTL = ttl, ttl, ttl
+	_, mnt := mountT(t, store, opts)
+	shell(t, mnt, "ls d >/dev/null")
+	time.Sleep(ttl + ttl/2)
+	store.ResetCounts()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(mnt, "d", fmt.Sprintf("f%04d", i)), &st); err != nil || st.Size != 1 {
+			t.Fatalf("stat f%04d: size %d, %v", i, st.Size, err)
+		}
+	}
+	// One listing of d per EntryTTL the stats took, nothing per name; the
+	// lookup of d itself (root listed again, d's marker HEADed) comes on top.
+	lists := int64(time.Since(start)/ttl) + 2
+	got := store.Counts()
+	if got[memstore.OpGet]+got[memstore.OpHead] > 1 || got[memstore.OpList] > lists {
+		t.Errorf("%d stats after the listing expired cost %v, want at most %d LISTs and a HEAD", n, got, lists)
+	}
+}
