@@ -400,9 +400,31 @@ func (f *File) Forget() {
 	}
 }
 
-// discard drops local content after an unlink: an unlinked file's data
-// vanishes, as it would once the last descriptor closes.
-func (f *File) discard(ctx context.Context) {
+// unlink deletes the object (if the store has it) and then drops the local
+// content: an unlinked file's data vanishes, as it would once the last
+// descriptor closes. f.mu is held across the delete so that no flush of an
+// open descriptor uploads the file again meanwhile. When the delete fails
+// the file keeps its content and stays dirty, so nothing the application
+// wrote is lost to an unlink that did not happen.
+func (f *File) unlink(ctx context.Context, key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.existsInStore() {
+		if err := f.fs.store.Delete(ctx, key); err != nil && !errors.Is(err, cos.ErrNotFound) {
+			return err
+		}
+	}
+	f.dropContentLocked()
+	f.attrMu.Lock()
+	f.exists = false
+	f.attrMu.Unlock()
+	f.fs.setDirty(f, false)
+	return nil
+}
+
+// discard drops local content of a file that another file was renamed
+// over: the rename replaced the object, and the old data vanishes.
+func (f *File) discard() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.dropContentLocked()

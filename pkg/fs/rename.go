@@ -64,7 +64,7 @@ func (d *Dir) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusefs
 	// The namespace follows: the same node now lives under the new name.
 	if existing := nd.child(req.NewName); existing != nil && existing != src {
 		if f, ok := existing.(*File); ok {
-			f.discard(ctx)
+			f.discard()
 		}
 	}
 	d.fs.mu.Lock()
