@@ -149,7 +149,12 @@ func newClient(f *mountFlags, auth *authConfig, metrics *mountMetrics) (*cos.Cli
 		UsePathStyle: !f.virtualHost,
 		Observer:     metrics,
 	}
-	if auth.hmacID != "" {
+	switch {
+	case auth.hmacFile != "":
+		opts.HMACFile = auth.hmacFile
+		c, err := cos.New(opts)
+		return c, nil, err
+	case auth.hmacID != "":
 		opts.HMAC = &cos.HMAC{AccessKeyID: auth.hmacID, SecretAccessKey: auth.hmacSecret}
 		c, err := cos.New(opts)
 		return c, nil, err
@@ -165,6 +170,8 @@ func newClient(f *mountFlags, auth *authConfig, metrics *mountMetrics) (*cos.Cli
 			TokenFile: auth.crTokenFile,
 			Profile:   iam.Profile{ID: auth.profileID, Name: auth.profileName, CRN: auth.profileCRN},
 		})
+	} else if auth.apiKeyFile != "" {
+		raw, err = iam.NewAPIKeyFileSource(ex, auth.apiKeyFile)
 	} else {
 		raw, err = iam.NewAPIKeySource(ex, auth.apiKey)
 	}

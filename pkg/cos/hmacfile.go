@@ -1,9 +1,16 @@
 package cos
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"k8s.io/klog/v2"
 )
 
 // ReadHMACFile reads HMAC credentials from a file holding
@@ -29,4 +36,79 @@ func ReadHMACFile(path string) (HMAC, error) {
 		return HMAC{}, fmt.Errorf("HMAC credentials file %s: access key id or secret is empty", path)
 	}
 	return HMAC{AccessKeyID: id, SecretAccessKey: secret}, nil
+}
+
+// fileStamp identifies one version of a file: an atomic replacement (write
+// a new file, rename it over the old one) changes the inode, an in-place
+// rewrite the modification time or the size.
+type fileStamp struct {
+	dev, ino uint64
+	mtime    time.Time
+	size     int64
+}
+
+func statStamp(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	st := fileStamp{mtime: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.dev, st.ino = uint64(sys.Dev), sys.Ino
+	}
+	return st, nil
+}
+
+// hmacFileProvider is an aws.CredentialsProvider over an HMAC credentials
+// file that the node plugin replaces when the credentials are rotated. The
+// SDK asks for credentials at every attempt; the file is stat'ed each time
+// and read again only when it changed, so the request after a replacement
+// is signed with the new key.
+type hmacFileProvider struct {
+	path string
+
+	mu    sync.Mutex
+	stamp fileStamp // guarded by mu: of the file cur was read from
+	cur   HMAC      // guarded by mu
+}
+
+// newHMACFileProvider reads the file once, so that a missing or malformed
+// file is an error at start.
+func newHMACFileProvider(path string) (*hmacFileProvider, error) {
+	p := &hmacFileProvider{path: path}
+	if _, err := p.credentials(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *hmacFileProvider) credentials() (HMAC, error) {
+	st, err := statStamp(p.path)
+	if err != nil {
+		return HMAC{}, fmt.Errorf("HMAC credentials: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st == p.stamp && p.cur.AccessKeyID != "" {
+		return p.cur, nil
+	}
+	h, err := ReadHMACFile(p.path)
+	if err != nil {
+		return HMAC{}, err
+	}
+	if p.cur.AccessKeyID != "" && h != p.cur {
+		klog.InfoS("HMAC credentials file changed: signing with the new key from now on", "file", p.path, "accessKeyID", h.AccessKeyID)
+	}
+	p.stamp, p.cur = st, h
+	return h, nil
+}
+
+// Retrieve implements aws.CredentialsProvider. A failure is a credential
+// error (ErrNoCredentials once mapped), never sent to COS.
+func (p *hmacFileProvider) Retrieve(context.Context) (aws.Credentials, error) {
+	h, err := p.credentials()
+	if err != nil {
+		return aws.Credentials{}, &tokenError{what: "get HMAC credentials", err: err}
+	}
+	return aws.Credentials{AccessKeyID: h.AccessKeyID, SecretAccessKey: h.SecretAccessKey, Source: "cosmount HMAC file"}, nil
 }
