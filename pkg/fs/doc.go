@@ -67,7 +67,16 @@
 // stream as a multipart upload once the file reaches MultipartThreshold, and
 // move to a temporary file when they leave a gap or the budget is short.
 // Changing an existing object downloads it into a temporary file first
-// (read-modify-write). Nothing reaches the store before flush, fsync or
+// (read-modify-write), except appending to an object of at least 5 MiB:
+// that starts a multipart upload whose first parts are the object's bytes,
+// copied server-side (UploadPartCopy, on the condition of the ETag this
+// mount last saw: another writer's object is ESTALE), and the new data
+// streams after them. fsync (and close) of a streaming upload completes it,
+// so the object is durable with every byte written so far; the next write
+// continues it that way. A file written sequentially with an fsync every
+// N MiB thus crosses the network once, whatever N; each fsync costs a
+// CompleteMultipartUpload, and the next write a CreateMultipartUpload and
+// one UploadPartCopy per 5 GiB of the object. Nothing reaches the store before flush, fsync or
 // release, and a failed upload stays dirty (retried by the next flush,
 // fsync or FS.Flush) after close has returned the error.
 //
