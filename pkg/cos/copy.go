@@ -138,12 +138,12 @@ func (c *Client) UploadPartCopy(ctx context.Context, bucket, srcKey, dstKey, upl
 
 func (c *Client) uploadPartCopy(ctx context.Context, bucket, srcKey, dstKey, uploadID string, number int32, first, last int64, ifMatch string) (CompletedPart, error) {
 	in := &s3.UploadPartCopyInput{
-		Bucket:            &bucket,
-		Key:               &dstKey,
-		UploadId:          &uploadID,
-		PartNumber:        aws.Int32(number),
-		CopySource:        aws.String(copySource(bucket, srcKey)),
-		CopySourceRange:   aws.String(fmt.Sprintf("bytes=%d-%d", first, last)),
+		Bucket:          &bucket,
+		Key:             &dstKey,
+		UploadId:        &uploadID,
+		PartNumber:      aws.Int32(number),
+		CopySource:      aws.String(copySource(bucket, srcKey)),
+		CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", first, last)),
 	}
 	if ifMatch != "" {
 		in.CopySourceIfMatch = aws.String(quote(ifMatch))
