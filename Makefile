@@ -54,6 +54,14 @@ manifests:
 image:
 	docker build --build-arg VERSION=$(VERSION) -t cosmount:$(VERSION) .
 
+# soak: the long soak (about 17 minutes): several writers through a real
+# mount with 10% of COS requests failing, tokens living 5 s and an IAM outage
+# of 15 s; ends with a summary line and bytes lost = 0 (see test/soak). The
+# short profile runs inside test-go. Needs root and fuse3.
+.PHONY: soak
+soak: test-deps
+	$(GO) test -count=1 -timeout 60m -v -run 'TestSoak$$' ./test/soak -args -soak.profile=long
+
 # bench: cosmount vs the aws-sdk-go-v2 ceiling, s3fs and rclone against one
 # emulator process (needs root). BENCH_FLAGS=--quick for a short run; see
 # `go run ./test/bench -h`. Results: _output/bench/results.{md,json}.
