@@ -65,6 +65,9 @@ type Options struct {
 	NoSync bool
 	// HTTPClient fetches issuer discovery documents (default http.DefaultClient).
 	HTTPClient *http.Client
+	// LifecycleDay is the length of a day in bucket lifecycle rules
+	// (default 24h); tests shorten it to see the rules applied.
+	LifecycleDay time.Duration
 }
 
 // Emulator is a composed IAM + COS endpoint.
@@ -145,6 +148,8 @@ func New(cfg *config.Config, opts Options) (e *Emulator, err error) {
 		Clock:    opts.Clock,
 		Domain:   opts.Domain,
 		Backend:  opts.Backend,
+
+		LifecycleDay: opts.LifecycleDay,
 	}
 	if opts.Backend == nil {
 		if e.store, err = store.OpenWithOptions(filepath.Join(opts.DataDir, storeDir), store.Options{MinPartSize: opts.MinPartSize, NoSync: opts.NoSync}); err != nil {
