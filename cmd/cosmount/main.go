@@ -21,6 +21,7 @@ const usage = `cosmount mounts an IBM Cloud Object Storage bucket as a directory
 
 Usage:
   cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT
+  cosmount abort-uploads [mount's endpoint and auth flags] --upload-journal FILE BUCKET[:/PREFIX]
   cosmount unmount MOUNTPOINT
   cosmount version
 
@@ -38,6 +39,8 @@ func main() {
 	switch os.Args[1] {
 	case "mount":
 		err = runMount(os.Args[2:])
+	case "abort-uploads":
+		err = runAbortUploads(os.Args[2:])
 	case "unmount", "umount":
 		err = runUnmount(os.Args[2:])
 	case "version", "--version":
@@ -72,6 +75,7 @@ type mountFlags struct {
 	startTimeout                       time.Duration
 	metricsAddress                     string
 	metricsSocket                      string
+	uploadJournal                      string
 }
 
 type optionList struct{ list *[]string }
@@ -102,6 +106,7 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	fs.DurationVar(&f.startTimeout, "start-timeout", 60*time.Second, "how long to wait for the mount to become live")
 	fs.StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus metrics of this mount on this address (e.g. 127.0.0.1:9811); empty: off")
 	fs.StringVar(&f.metricsSocket, "metrics-socket", "", "also serve Prometheus metrics of this mount on this unix socket (created 0600, removed on exit); the CSI node plugin collects them from there")
+	fs.StringVar(&f.uploadJournal, "upload-journal", "", "file that lists the multipart uploads this server has started and not finished; at start the uploads an earlier server left there are aborted (see cosmount abort-uploads)")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	klogFlags.VisitAll(func(kf *flag.Flag) {

@@ -82,7 +82,14 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 	defer stop()
 
 	metrics := newMountMetrics()
-	client, tokens, err := newClient(f, auth, metrics)
+	journal, err := openJournal(f)
+	if err != nil {
+		return err
+	}
+	if journal != nil {
+		defer journal.Close()
+	}
+	client, tokens, err := newClient(f, auth, metrics, journal)
 	if err != nil {
 		return err
 	}
@@ -94,6 +101,7 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 	if err := checkAccess(setupCtx, client, tokens, auth, bucket, f); err != nil {
 		return err
 	}
+	abortLeftUploads(setupCtx, journal, client)
 	if f.metricsAddress != "" {
 		stopMetrics, err := metrics.serve(f.metricsAddress)
 		if err != nil {
@@ -142,12 +150,15 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 // newClient builds the COS client for the chosen authentication. For IAM
 // methods it also returns the caching token source, so that the caller can
 // close it.
-func newClient(f *mountFlags, auth *authConfig, metrics *mountMetrics) (*cos.Client, *iam.CachingSource, error) {
+func newClient(f *mountFlags, auth *authConfig, metrics *mountMetrics, journal *cos.UploadJournal) (*cos.Client, *iam.CachingSource, error) {
 	opts := cos.Options{
 		Endpoint:     f.endpoint,
 		Region:       f.region,
 		UsePathStyle: !f.virtualHost,
 		Observer:     metrics,
+	}
+	if journal != nil {
+		opts.Uploads = journal
 	}
 	switch {
 	case auth.hmacFile != "":

@@ -48,6 +48,7 @@ type Options struct {
 	MaxBackoff        time.Duration // cap of the jittered exponential retry delay; default 5s
 	Version           string        // User-Agent "cosmount/<version>"; default "dev"
 	Observer          Observer      // optional metrics hook
+	Uploads           UploadTracker // optional: learns of every multipart upload started and ended
 }
 
 const (
@@ -66,6 +67,7 @@ type Client struct {
 	invalidator iam.Invalidator // nil unless bearer auth with an invalidating source
 	instanceID  string
 	observer    Observer
+	uploads     UploadTracker
 
 	// conditions remembers the IfMatch/IfNoneMatch of a multipart upload
 	// between CreateMultipartUpload and CompleteMultipartUpload, where S3
@@ -121,7 +123,7 @@ func New(opts Options) (*Client, error) {
 		})
 	}
 
-	c := &Client{instanceID: opts.ServiceInstanceID, observer: opts.Observer, conditions: map[string]PutOptions{}}
+	c := &Client{instanceID: opts.ServiceInstanceID, observer: opts.Observer, uploads: opts.Uploads, conditions: map[string]PutOptions{}}
 	maxAttempts, maxBackoff := opts.MaxAttempts, opts.MaxBackoff
 	s3opts := s3.Options{
 		Region:                     opts.Region,
