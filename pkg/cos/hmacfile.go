@@ -2,6 +2,7 @@ package cos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -22,6 +23,16 @@ func ReadHMACFile(path string) (HMAC, error) {
 	if err != nil {
 		return HMAC{}, fmt.Errorf("HMAC credentials: %w", err)
 	}
+	h, err := ParseHMAC(b)
+	if err != nil {
+		return HMAC{}, fmt.Errorf("HMAC credentials file %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// ParseHMAC reads the content of an HMAC credentials file (see
+// ReadHMACFile). Errors never quote the content.
+func ParseHMAC(b []byte) (HMAC, error) {
 	var id, secret string
 	fields := strings.Fields(string(b))
 	switch {
@@ -30,10 +41,10 @@ func ReadHMACFile(path string) (HMAC, error) {
 	case len(fields) == 2 && !strings.Contains(fields[0], ":"):
 		id, secret = fields[0], fields[1]
 	default:
-		return HMAC{}, fmt.Errorf("HMAC credentials file %s: want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines", path)
+		return HMAC{}, errors.New("want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines")
 	}
 	if id == "" || secret == "" {
-		return HMAC{}, fmt.Errorf("HMAC credentials file %s: access key id or secret is empty", path)
+		return HMAC{}, errors.New("access key id or secret is empty")
 	}
 	return HMAC{AccessKeyID: id, SecretAccessKey: secret}, nil
 }

@@ -2,8 +2,11 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -116,5 +119,25 @@ func TestNegativeCacheOfLargeDirectoryIsPruned(t *testing.T) {
 	big.mu.Unlock()
 	if stale {
 		t.Error("a name that expired long ago is still cached")
+	}
+}
+
+// An s3fs symlink object whose body is longer than a link target can be
+// was cut to 4096 bytes, silently pointing the link elsewhere; it is an
+// I/O error now. A good one still reads.
+func TestReadlinkRefusesBadTargets(t *testing.T) {
+	store := memstore.New()
+	link := map[string]string{"mode": "41471"} // S_IFLNK | 0777
+	putObject(t, store, "long", strings.Repeat("d/", 2100), link)
+	putObject(t, store, "nul", "a\x00b", link)
+	putObject(t, store, "good", "../target", link)
+	_, mnt := mountT(t, store, testOptions())
+	for _, name := range []string{"long", "nul"} {
+		if target, err := os.Readlink(filepath.Join(mnt, name)); !errors.Is(err, syscall.EIO) {
+			t.Errorf("readlink %s: %d bytes, %v; want EIO", name, len(target), err)
+		}
+	}
+	if target, err := os.Readlink(filepath.Join(mnt, "good")); err != nil || target != "../target" {
+		t.Errorf("readlink good: %q %v", target, err)
 	}
 }

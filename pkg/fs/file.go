@@ -1,8 +1,10 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -377,12 +379,39 @@ func (f *File) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string,
 		return "", f.fs.fail("readlink", key, err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 4096))
+	b, err := io.ReadAll(io.LimitReader(rc, maxSymlinkTarget+1))
 	if err != nil {
 		return "", f.fs.fail("readlink", key, err)
 	}
-	f.setTarget(string(b))
-	return string(b), nil
+	target, err := symlinkTarget(b)
+	if err != nil {
+		return "", f.fs.fail("readlink", key, err)
+	}
+	f.setTarget(target)
+	return target, nil
+}
+
+// maxSymlinkTarget is the longest target the kernel takes (PATH_MAX less
+// the terminating NUL).
+const maxSymlinkTarget = 4095
+
+// errBadSymlink is an s3fs symlink object whose body cannot be a target.
+var errBadSymlink = errors.New("symlink object's body is not a link target")
+
+// symlinkTarget checks the body of an s3fs symlink object (written by any
+// client): the target must be non-empty, at most maxSymlinkTarget bytes and
+// free of NUL bytes. A longer body is refused rather than cut short, which
+// would point the link somewhere else.
+func symlinkTarget(body []byte) (string, error) {
+	switch {
+	case len(body) == 0:
+		return "", fmt.Errorf("%w: empty", errBadSymlink)
+	case len(body) > maxSymlinkTarget:
+		return "", fmt.Errorf("%w: longer than %d bytes", errBadSymlink, maxSymlinkTarget)
+	case bytes.IndexByte(body, 0) >= 0:
+		return "", fmt.Errorf("%w: contains a NUL byte", errBadSymlink)
+	}
+	return string(body), nil
 }
 
 // Forget drops an idle node from its parent.
