@@ -33,8 +33,10 @@
 // # Consistency and limits
 //
 // Directory rename moves every key below the directory with copy + delete;
-// it is not atomic: a failure in the middle leaves keys under both names
-// (the error is returned; repeating the rename finishes it). A lookup that
+// it is not atomic. A failed copy removes the copies made so far, so the
+// directory stays under its old name and the rename can be repeated; a
+// failed delete after every copy succeeded leaves keys under both names
+// (the new directory is complete). The error is returned either way. A lookup that
 // probes a name lists the directory once (one page, 1000 names): the
 // listing then tells which names exist for EntryTTL (each is still HEADed
 // once for its metadata) and which do not (for min(EntryTTL, NegativeTTL),
