@@ -18,10 +18,10 @@ func FuzzParseHMAC(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHMAC(b)
 		if err != nil {
-			for _, field := range strings.Fields(string(b)) {
-				if len(field) >= 4 && strings.Contains(err.Error(), field) {
-					t.Fatalf("error %q quotes the content", err)
-				}
+			// The message is one of a few fixed texts: nothing of the
+			// content can be in it.
+			if msg := err.Error(); msg != errHMACFormat.Error() && msg != errHMACEmpty.Error() {
+				t.Fatalf("error %q is not one of the fixed messages", msg)
 			}
 			return
 		}

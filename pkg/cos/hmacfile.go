@@ -30,6 +30,12 @@ func ReadHMACFile(path string) (HMAC, error) {
 	return h, nil
 }
 
+// ParseHMAC's errors, fixed texts that never quote the content.
+var (
+	errHMACFormat = errors.New("want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines")
+	errHMACEmpty  = errors.New("access key id or secret is empty")
+)
+
 // ParseHMAC reads the content of an HMAC credentials file (see
 // ReadHMACFile). Errors never quote the content.
 func ParseHMAC(b []byte) (HMAC, error) {
@@ -41,10 +47,10 @@ func ParseHMAC(b []byte) (HMAC, error) {
 	case len(fields) == 2 && !strings.Contains(fields[0], ":"):
 		id, secret = fields[0], fields[1]
 	default:
-		return HMAC{}, errors.New("want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines")
+		return HMAC{}, errHMACFormat
 	}
 	if id == "" || secret == "" {
-		return HMAC{}, errors.New("access key id or secret is empty")
+		return HMAC{}, errHMACEmpty
 	}
 	return HMAC{AccessKeyID: id, SecretAccessKey: secret}, nil
 }

@@ -35,8 +35,14 @@ func FuzzPodToken(f *testing.F) {
 				}
 				continue
 			}
+			// Audience names are not secret and are named in the error;
+			// a token that is also (part of) one proves nothing.
+			named := audience
+			for a := range parsed {
+				named += "\x00" + a
+			}
 			for _, p := range parsed {
-				if len(p.Token) >= 8 && strings.Contains(err.Error(), p.Token) {
+				if len(p.Token) >= 8 && strings.Contains(err.Error(), p.Token) && !strings.Contains(named, p.Token) {
 					t.Fatalf("error %q quotes a token", err)
 				}
 			}
