@@ -403,8 +403,12 @@ func (f *File) startStreamLocked(ctx context.Context) error {
 	return nil
 }
 
-// maxCopyPart is S3's largest part, copied or uploaded.
-const maxCopyPart = 5 << 30
+// S3's bounds of a multipart part, copied or uploaded: every part but the
+// last at least minCopyPart, none larger than maxCopyPart.
+const (
+	minCopyPart = 5 << 20
+	maxCopyPart = 5 << 30
+)
 
 // appendStreamLocked starts a streaming upload that continues the object
 // when a write appends to it (off is its size) and it is large enough to
@@ -423,7 +427,7 @@ func (f *File) appendStreamLocked(ctx context.Context, off int64) error {
 		return nil
 	}
 	f.attrMu.Lock()
-	ok := f.exists && f.headed && !f.dirty && f.info.ETag != "" && off == f.info.Size && f.info.Size >= minPartSize
+	ok := f.exists && f.headed && !f.dirty && f.info.ETag != "" && off == f.info.Size && f.info.Size >= minCopyPart
 	size, etag, ct := f.info.Size, f.info.ETag, f.info.ContentType
 	md := f.meta.encode(f.info.Metadata)
 	f.attrMu.Unlock()

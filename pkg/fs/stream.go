@@ -95,7 +95,7 @@ func (s *streamUpload) adopt(ctx context.Context, buf []byte, budget int64) erro
 
 // copyObject makes the object's current bytes (size, ETag etag) the first
 // parts of the upload, server-side, in ranges of at most maxCopyPart that
-// are all at least minPartSize (size must be). It runs before anything is
+// are all at least minCopyPart (size must be). It runs before anything is
 // written to the upload.
 func (s *streamUpload) copyObject(ctx context.Context, size int64, etag string) error {
 	n := (size + maxCopyPart - 1) / maxCopyPart
