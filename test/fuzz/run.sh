@@ -35,15 +35,45 @@ if [ "${1:-}" = "-list" ]; then
 	exit 0
 fi
 
+# fuzz_once runs one target and prints its output; its exit status is go
+# test's.
+fuzz_once() {
+	"$GO" test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" "$1" 2>&1 | tee "$log"
+	return "${PIPESTATUS[0]}"
+}
+
+# bare_deadline: the run failed only with a bare "context deadline exceeded"
+# at the end of -fuzztime and found nothing: the coordinator's shutdown race
+# of Go before 1.27 (go.dev/issue/75804) on a loaded machine, not a finding.
+# A finding always writes its input ("Failing input written to").
+bare_deadline() {
+	grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written to\|panic:\|_test.go:[0-9]*:' "$log"
+}
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 failed=()
+flaked=()
 for t in "${targets[@]}"; do
 	read -r dir name <<<"$t"
 	echo "fuzz: $name in $dir for $FUZZTIME"
-	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$dir"; then
-		failed+=("$name ($dir)")
+	if fuzz_once "$dir" "$name"; then
+		continue
 	fi
+	if bare_deadline; then
+		echo "fuzz: $name ended with the fuzz coordinator's deadline race (nothing found); running it again"
+		if fuzz_once "$dir" "$name"; then
+			continue
+		fi
+		# Twice the race and never a finding: the corpus replay decides.
+		if bare_deadline && "$GO" test -run "^${name}\$" "$dir"; then
+			flaked+=("$name ($dir)")
+			continue
+		fi
+	fi
+	failed+=("$name ($dir)")
 done
-echo "fuzz: ${#targets[@]} targets, ${#failed[@]} failed"
+echo "fuzz: ${#targets[@]} targets, ${#failed[@]} failed${flaked:+, ${#flaked[@]} cut short by the deadline race twice (corpus replay passed)}"
 if [ "${#failed[@]}" -gt 0 ]; then
 	printf 'fuzz: FAILED %s\n' "${failed[@]}" >&2
 	exit 1
