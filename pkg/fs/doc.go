@@ -76,9 +76,12 @@
 // streams after them. fsync (and close) of a streaming upload completes it,
 // so the object is durable with every byte written so far; the next write
 // continues it that way. A file written sequentially with an fsync every
-// N MiB thus crosses the network once, whatever N; each fsync costs a
-// CompleteMultipartUpload, and the next write a CreateMultipartUpload and
-// one UploadPartCopy per 5 GiB of the object. Nothing reaches the store before flush, fsync or
+// N MiB thus crosses the network about once, whatever N; each fsync costs
+// a CompleteMultipartUpload, and the next write a CreateMultipartUpload and
+// one UploadPartCopy per 5 GiB of the object. An fsync of a new file still
+// in memory saves it as a multipart upload once it has 5 MiB, so that the
+// same holds below the multipart threshold; under 5 MiB (S3's smallest
+// part) each fsync uploads the whole file. Nothing reaches the store before flush, fsync or
 // release, and a failed upload stays dirty (retried by the next flush,
 // fsync or FS.Flush) after close has returned the error.
 //

@@ -354,6 +354,15 @@ func (f *File) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	key, _ := f.key()
+	// A new file still in memory but big enough to be a part is saved as
+	// a multipart upload, so that the writes after this fsync continue
+	// the object server-side (appendStreamLocked) instead of every later
+	// fsync uploading the whole file again.
+	if c := f.content; c != nil && c.dirty && c.kind == inMemory && c.size >= minCopyPart {
+		if err := f.startStreamLocked(ctx); err != nil {
+			return f.fs.fail("fsync", key, err)
+		}
+	}
 	return f.fs.fail("fsync", key, f.flushLocked(ctx))
 }
 

@@ -123,6 +123,51 @@ func TestFsyncCostsWhatItWrites(t *testing.T) {
 	}
 }
 
+// Files below the multipart threshold, fsynced often, stay within the bound
+// too: from 5 MiB on (the smallest part) an fsync saves the file as a
+// multipart upload that the next writes continue server-side. Below that
+// S3 has no way to add to an object, and each fsync uploads the file again.
+func TestFsyncEveryMiBOfMidSizeFile(t *testing.T) {
+	const size, every = 32 << 20, 1 << 20
+	mem := memstore.New()
+	store := &wireCounter{ObjectStore: mem}
+	opts := testOptions()
+	opts.MultipartThreshold = 16 * MiB // the default
+	_, mnt := mountT(t, store, opts)
+	f, err := createRaw(filepath.Join(mnt, "mid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, every)
+	want := sha256.New()
+	for off := int64(0); off < size; off += every {
+		pattern(buf, off)
+		want.Write(buf)
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatalf("fsync at %d: %v", off+every, err)
+		}
+		if info, err := mem.Head(context.Background(), "mid"); err != nil || info.Size != off+every {
+			t.Fatalf("after fsync at %d the object has %d bytes (%v)", off+every, info.Size, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	body, _, _ := mem.Object("mid")
+	if sha256.Sum256(body) != [32]byte(want.Sum(nil)) {
+		t.Fatal("object content differs from what was written")
+	}
+	wire := store.up.Load() + store.down.Load()
+	t.Logf("32 MiB with fsync every MiB: %d MiB up, %d MiB down", store.up.Load()>>20, store.down.Load()>>20)
+	if wire > 2*size {
+		t.Errorf("%d MiB crossed the network for a 32 MiB file, want at most 64", wire>>20)
+	}
+}
+
 // An append to an existing object of at least one part continues it
 // server-side instead of downloading it; a small one is still rewritten.
 func TestAppendContinuesLargeObject(t *testing.T) {
