@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -16,14 +17,15 @@ import (
 	"github.com/cosmount/cosmount/pkg/mounter"
 )
 
-// metricsAddrRE finds the address the plugin logged for --metrics-address
-// 127.0.0.1:0 (the kernel picks the port, so parallel runs cannot collide).
-var metricsAddrRE = regexp.MustCompile(`"Serving metrics" address="(127\.0\.0\.1:\d+)"`)
+// metricsAddrRE finds the address the mounter logged for
+// --mounter-metrics-address 127.0.0.1:0 (the kernel picks the port, so
+// parallel runs cannot collide).
+var metricsAddrRE = regexp.MustCompile(`"Serving mounter metrics" address="(127\.0\.0\.1:\d+)"`)
 
-// metricsURL is the /metrics URL of the running plugin instance.
+// metricsURL is the /metrics URL of the running mounter.
 func (e *e2e) metricsURL() string {
 	e.t.Helper()
-	logPath := e.logFiles[len(e.logFiles)-1]
+	logPath := filepath.Join(e.dir, "mounter.log")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		data, err := os.ReadFile(logPath)
@@ -34,13 +36,13 @@ func (e *e2e) metricsURL() string {
 			return "http://" + string(m[1]) + "/metrics"
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("the plugin did not log its metrics address; log:\n%s", data)
+			e.t.Fatalf("the mounter did not log its metrics address; log:\n%s", data)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// scrapeVolume reads the plugin's metrics endpoint and returns the raw body
+// scrapeVolume reads the mounter's metrics endpoint and returns the raw body
 // and the value of every series of volumeID/target, keyed by
 // "name{first label=value}" without the volume labels.
 func (e *e2e) scrapeVolume(url, volumeID, target string) ([]byte, map[string]float64) {
@@ -61,7 +63,7 @@ func (e *e2e) scrapeVolume(url, volumeID, target string) ([]byte, map[string]flo
 	parser := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
-		e.t.Fatalf("parse the plugin's metrics: %v\n%s", err, body)
+		e.t.Fatalf("parse the mounter's metrics: %v\n%s", err, body)
 	}
 	hash := mounter.TargetHash(target)
 	out := map[string]float64{}
@@ -96,7 +98,7 @@ func value(m *dto.Metric) float64 {
 	return m.GetUntyped().GetValue()
 }
 
-// assertVolumeMetrics checks that the node plugin's metrics endpoint
+// assertVolumeMetrics checks that the mounter's metrics endpoint
 // re-exports the volume's server metrics after the pod wrote to it: at least
 // one PutObject and one successful token exchange, labelled with the volume.
 func (e *e2e) assertVolumeMetrics(volumeID, target string) {
@@ -126,7 +128,7 @@ func (e *e2e) assertVolumeMetrics(volumeID, target string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("the plugin's metrics lack %s >= 1 for volume %s; volume series: %v", missing, volumeID, got)
+			e.t.Fatalf("the mounter's metrics lack %s >= 1 for volume %s; volume series: %v", missing, volumeID, got)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

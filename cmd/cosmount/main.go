@@ -74,7 +74,9 @@ type mountFlags struct {
 	options                            []string
 	startTimeout                       time.Duration
 	metricsAddress                     string
-	metricsSocket                      string
+	controlSocket                      string
+	volumeID                           string
+	verbosity                          func() string
 	uploadJournal                      string
 }
 
@@ -105,7 +107,8 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	fs.Var(optionList{&f.options}, "o", "mount options, comma separated: uid=,gid=,file_mode=,dir_mode=,allow_other,ro,prefix=,attr_ttl=,entry_ttl=,negative_ttl=,part_size=,upload_concurrency=,memory_limit=,... (repeatable)")
 	fs.DurationVar(&f.startTimeout, "start-timeout", 60*time.Second, "how long to wait for the mount to become live")
 	fs.StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus metrics of this mount on this address (e.g. 127.0.0.1:9811); empty: off")
-	fs.StringVar(&f.metricsSocket, "metrics-socket", "", "also serve Prometheus metrics of this mount on this unix socket (created 0600, removed on exit); the CSI node plugin collects them from there")
+	fs.StringVar(&f.volumeID, "volume-id", "", "name this mount's volume in every log line (volumeID=...) and rate-limit the log; the node's mounter sets it")
+	fs.StringVar(&f.controlSocket, "control-socket", "", "serve this mount's metrics, status and flush requests on this unix socket (created 0600, removed on exit); the node's mounter uses it")
 	fs.StringVar(&f.uploadJournal, "upload-journal", "", "file that lists the multipart uploads this server has started and not finished; at start the uploads an earlier server left there are aborted (see cosmount abort-uploads)")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -121,6 +124,7 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
+	f.verbosity = func() string { return klogFlags.Lookup("v").Value.String() }
 	return f, fs.Args(), nil
 }
 

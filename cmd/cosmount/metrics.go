@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,32 +74,6 @@ func (m *mountMetrics) serve(addr string) (func(), error) {
 		return nil, fmt.Errorf("--metrics-address: %w", err)
 	}
 	return m.serveOn(ln), nil
-}
-
-// serveUnix exposes /metrics on a unix socket at path until the returned stop
-// function is called, which also removes the socket. The socket is 0600: only
-// the node plugin (root) reads it, and the state directory it lives in is
-// 0700 as well.
-func (m *mountMetrics) serveUnix(path string) (func(), error) {
-	// A socket left by a crashed process would make Listen fail.
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("--metrics-socket: remove stale socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("--metrics-socket: %w", err)
-	}
-	stop := m.serveOn(ln)
-	return func() {
-		stop()
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			klog.ErrorS(err, "Removing the metrics socket", "path", path)
-		}
-	}, nil
 }
 
 func (m *mountMetrics) serveOn(ln net.Listener) func() {

@@ -15,6 +15,7 @@ import (
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/fs"
 	"github.com/cosmount/cosmount/pkg/iam"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // flushTimeout bounds the upload of dirty data when the process is told to stop.
@@ -24,6 +25,9 @@ func runMount(args []string) error {
 	f, pos, err := parseMountFlags(args)
 	if err != nil {
 		return err
+	}
+	if f.volumeID != "" {
+		setupVolumeLogging(f.volumeID, f.verbosity())
 	}
 	if len(pos) != 2 {
 		return errors.New("usage: cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT (see cosmount mount -h)")
@@ -41,10 +45,11 @@ func runMount(args []string) error {
 	} else if !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", mountpoint)
 	}
-	opts, err := fs.ParseMountOptions(strings.Join(f.options, ","))
+	mo, err := volume.ParseOptions(strings.Join(f.options, ","))
 	if err != nil {
 		return fmt.Errorf("-o: %w", err)
 	}
+	opts := fs.Options{Options: mo}
 	if prefix != "" {
 		if opts.Prefix != "" {
 			return errors.New("the prefix is given twice: in BUCKET:/PREFIX and in -o prefix=")
@@ -109,16 +114,18 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 		}
 		defer stopMetrics()
 	}
-	if f.metricsSocket != "" {
-		stopSocket, err := metrics.serveUnix(f.metricsSocket)
-		if err != nil {
-			return err
-		}
-		defer stopSocket()
-	}
 	m, err := fs.Mount(setupCtx, mountpoint, client.Bucket(bucket), opts)
 	if err != nil {
 		return err
+	}
+	if f.controlSocket != "" {
+		ctl := &controlServer{metrics: metrics, fs: m.FS(), life: ctx}
+		stopSocket, err := serveControl(f.controlSocket, ctl.handler())
+		if err != nil {
+			_ = m.Unmount()
+			return errors.Join(err, m.Wait())
+		}
+		defer stopSocket()
 	}
 	klog.InfoS("cosmount serving", "bucket", bucket, "prefix", opts.Prefix, "mountpoint", mountpoint, "auth", auth.method(), "pid", os.Getpid())
 	ready.report(nil)

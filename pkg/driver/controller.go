@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cosmount/cosmount/pkg/cos"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // ObjectStore is the part of pkg/cos the controller uses.
@@ -436,7 +437,7 @@ func parseVolumeID(id string) (volumeRef, bool) {
 		return volumeRef{}, false
 	}
 	ref := volumeRef{endpoint: expandEndpoint(ep)}
-	if checkURL(ref.endpoint) != nil {
+	if volume.CheckURL(ref.endpoint) != nil {
 		return volumeRef{}, false
 	}
 	switch mode {
@@ -453,7 +454,7 @@ func parseVolumeID(id string) (volumeRef, bool) {
 	default:
 		return volumeRef{}, false
 	}
-	if !bucketRE.MatchString(ref.bucket) {
+	if volume.CheckBucket(ref.bucket) != nil {
 		return volumeRef{}, false
 	}
 	return ref, true

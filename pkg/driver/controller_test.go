@@ -8,6 +8,8 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
+
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 func createReq(name string, params map[string]string, capacity int64) *csi.CreateVolumeRequest {
@@ -294,7 +296,7 @@ func TestVolumeBaseName(t *testing.T) {
 	}
 	for _, tc := range tests {
 		got := volumeBaseName(tc.ns, tc.pvc, tc.vol)
-		if !tc.check(got) || !bucketRE.MatchString(got) {
+		if !tc.check(got) || volume.CheckBucket(got) != nil {
 			t.Errorf("volumeBaseName(%q, %q, %q) = %q", tc.ns, tc.pvc, tc.vol, got)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
 	"github.com/cosmount/cosmount/pkg/iam"
 	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounter/mountertest"
 )
 
 var (
@@ -68,9 +69,10 @@ func TestPodWritesThroughRealServer(t *testing.T) {
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
 	opts.NodeID = "node-1"
 	opts.IAMEndpoint = env.IAMURL
-	opts.StateDir = filepath.Join(dir, "state")
-	opts.CosmountBinary = binary
-	cleanupServers(t, opts.StateDir)
+	mt := mountertest.Start(t, dir, binary)
+	opts.MounterEndpoint = mt.Endpoint
+	logs := mt.Logs
+	stateDir := filepath.Join(dir, "state")
 	plugin := startRealPlugin(t, opts)
 
 	target := filepath.Join(dir, "pods", "writer", "volumes", "data")
@@ -88,7 +90,7 @@ func TestPodWritesThroughRealServer(t *testing.T) {
 	if _, err := plugin.node.NodePublishVolume(ctx, req); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	pid := serverPID(t, opts.StateDir)
+	pid := serverPID(t, stateDir)
 
 	write := func(name, text string) {
 		t.Helper()
@@ -121,26 +123,19 @@ func TestPodWritesThroughRealServer(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	write("after-rotation.txt", "still writing")
-	if got := serverPID(t, opts.StateDir); got != pid {
+	if got := serverPID(t, stateDir); got != pid {
 		t.Errorf("server pid changed from %d to %d", pid, got)
 	}
 
-	// The server's own log (kept in the volume's state directory) holds no token.
-	logs, _ := filepath.Glob(filepath.Join(opts.StateDir, "*", "cosmount.log"))
-	for _, l := range logs {
-		data, _ := os.ReadFile(l)
-		if strings.Contains(string(data), "eyJ") {
-			t.Errorf("%s contains a token:\n%s", l, data)
-		}
-	}
-	if len(logs) != 1 {
-		t.Errorf("found %d server logs, want 1", len(logs))
+	// The server's log (the mounter's output) names the volume and holds no token.
+	if out := logs.String(); strings.Contains(out, "eyJ") || !strings.Contains(out, `volumeID="static-hello"`) {
+		t.Errorf("server log contains a token or does not name the volume:\n%s", out)
 	}
 
 	if _, err := plugin.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "static-hello", TargetPath: target}); err != nil {
 		t.Fatalf("unpublish: %v", err)
 	}
-	assertNothingLeft(t, target, opts.StateDir, pid)
+	assertNothingLeft(t, target, stateDir, pid)
 	// Everything written was flushed before the server exited.
 	if got := readObject(t, env, "hello.txt"); got != "hello world\n" {
 		t.Errorf("after unpublish hello.txt = %q", got)

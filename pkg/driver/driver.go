@@ -1,24 +1,29 @@
 // Package driver owns cosmount's CSI plugin: the Identity, Controller and
-// Node services, the parsing of volume attributes into typed requests, the
-// pod-token plumbing of NodePublishVolume, and the mapping of Go errors to
-// gRPC codes at the RPC boundary. Mount processes are pkg/mounter's
-// business and objects pkg/cos's; this package never imports FUSE code.
+// Node services, the parsing of volume attributes into typed requests (with
+// pkg/volume's rules), the pod-token plumbing of NodePublishVolume, and the
+// mapping of Go errors to gRPC codes at the RPC boundary. Mount processes
+// are the node's mounter's business, reached through a mounterapi.Service;
+// objects are pkg/cos's. Concrete collaborators are wired by
+// cmd/cosmount-csi. This package never imports FUSE code.
 package driver
 
 import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cosmount/cosmount/pkg/iam"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // Name is the CSI driver name registered with Kubernetes.
 const Name = "cosmount.csi.io"
+
+// DefaultMounterEndpoint is where the node's mounter listens: a hostPath
+// that the node plugin and the mounter DaemonSets share.
+const DefaultMounterEndpoint = "unix:///run/cosmount/mounter/mounter.sock"
 
 // Modes the plugin can run in.
 const (
@@ -39,10 +44,9 @@ type Options struct {
 	IAMEndpoint string
 	// TokenAudience selects the pod token kubelet passes (CSIDriver tokenRequests).
 	TokenAudience string
-	// StateDir holds per-volume token files, records and server logs.
-	StateDir string
-	// CosmountBinary is the FUSE server started per volume.
-	CosmountBinary string
+	// MounterEndpoint is the unix socket of the node's mounter, which owns
+	// the FUSE servers (node mode).
+	MounterEndpoint string
 	// MetricsAddress, if set, serves Prometheus metrics on host:port.
 	MetricsAddress string
 	// ControllerTokenFile is the controller's own projected service-account
@@ -52,8 +56,6 @@ type Options struct {
 	// ControllerProfile names the controller's trusted profile: a CRN
 	// ("crn:..."), an ID ("Profile-...") or else a name.
 	ControllerProfile string
-	// MountTimeout bounds the wait for a new mount to become live.
-	MountTimeout time.Duration
 }
 
 // DefaultOptions returns the defaults the flags start from.
@@ -63,10 +65,8 @@ func DefaultOptions() Options {
 		Mode:                ModeAll,
 		IAMEndpoint:         iam.DefaultBaseURL,
 		TokenAudience:       "iam",
-		StateDir:            "/run/cosmount",
-		CosmountBinary:      "/usr/local/bin/cosmount",
+		MounterEndpoint:     DefaultMounterEndpoint,
 		ControllerTokenFile: "/var/run/secrets/tokens/iam-token",
-		MountTimeout:        60 * time.Second,
 	}
 }
 
@@ -77,19 +77,17 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Mode, "mode", o.Mode, "services to run: controller, node or all")
 	fs.StringVar(&o.IAMEndpoint, "iam-endpoint", o.IAMEndpoint, "IBM Cloud IAM base URL; volumes may override it with iamEndpoint")
 	fs.StringVar(&o.TokenAudience, "token-audience", o.TokenAudience, "audience of the pod service-account token to exchange (CSIDriver tokenRequests)")
-	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for per-volume token files, records and server logs")
-	fs.StringVar(&o.CosmountBinary, "cosmount-binary", o.CosmountBinary, "path of the cosmount FUSE server")
+	fs.StringVar(&o.MounterEndpoint, "mounter-endpoint", o.MounterEndpoint, "node: unix socket of the node's mounter, which runs the FUSE servers")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "host:port to serve Prometheus metrics on; empty disables")
 	fs.StringVar(&o.ControllerTokenFile, "controller-token-file", o.ControllerTokenFile, "controller: projected service-account token exchanged through --controller-trusted-profile")
 	fs.StringVar(&o.ControllerProfile, "controller-trusted-profile", o.ControllerProfile, "controller: trusted profile (ID, name or CRN) for bucket administration; a provisioner secret apiKey takes precedence")
-	fs.DurationVar(&o.MountTimeout, "mount-timeout", o.MountTimeout, "node: how long to wait for a new mount to become live")
 }
 
 // Validate checks the options and normalizes the endpoint.
 func (o *Options) Validate() error {
 	var errs []error
 	if _, err := socketPath(o.Endpoint); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
 	}
 	switch o.Mode {
 	case ModeController, ModeNode, ModeAll:
@@ -100,17 +98,11 @@ func (o *Options) Validate() error {
 		if o.NodeID == "" {
 			errs = append(errs, errors.New("--node-id is required in node mode"))
 		}
-		if !filepath.IsAbs(o.StateDir) {
-			errs = append(errs, fmt.Errorf("--state-dir %q must be an absolute path", o.StateDir))
-		}
-		if o.CosmountBinary == "" {
-			errs = append(errs, errors.New("--cosmount-binary is required in node mode"))
-		}
-		if o.MountTimeout <= 0 {
-			errs = append(errs, errors.New("--mount-timeout must be positive"))
+		if _, err := socketPath(o.MounterEndpoint); err != nil {
+			errs = append(errs, fmt.Errorf("--mounter-endpoint: %w", err))
 		}
 	}
-	if err := checkURL(o.IAMEndpoint); err != nil {
+	if err := volume.CheckURL(o.IAMEndpoint); err != nil {
 		errs = append(errs, fmt.Errorf("--iam-endpoint: %w", err))
 	}
 	if strings.TrimSpace(o.TokenAudience) == "" {
@@ -135,34 +127,6 @@ func (o *Options) controllerProfile() iam.Profile {
 	}
 }
 
-// socketPath extracts the filesystem path of a unix endpoint.
-func socketPath(endpoint string) (string, error) {
-	p := endpoint
-	switch {
-	case strings.HasPrefix(p, "unix://"):
-		p = strings.TrimPrefix(p, "unix://")
-	case strings.HasPrefix(p, "unix:"):
-		p = strings.TrimPrefix(p, "unix:")
-	case strings.Contains(p, "://"):
-		return "", fmt.Errorf("--endpoint %q: only unix sockets are supported", endpoint)
-	}
-	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("--endpoint %q: need an absolute socket path", endpoint)
-	}
-	return p, nil
-}
-
-// checkURL accepts an absolute http(s) URL without user info.
-func checkURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("not a URL")
-	}
-	if u.User != nil {
-		return errors.New("URL must not carry credentials")
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL with a host", s)
-	}
-	return nil
-}
+// socketPath extracts the filesystem path of a unix endpoint (unix:///p,
+// unix:/p or /p), with the rules every cosmount socket follows.
+func socketPath(endpoint string) (string, error) { return mounterapi.SocketPath(endpoint) }

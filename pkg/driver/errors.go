@@ -9,7 +9,6 @@ import (
 
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/iam"
-	"github.com/cosmount/cosmount/pkg/mounter"
 )
 
 // toStatus is the one place where plain Go errors from the services and
@@ -49,8 +48,6 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, cos.ErrUnavailable):
 		return codes.Unavailable
-	case errors.Is(err, mounter.ErrTargetBusy):
-		return codes.FailedPrecondition
 	}
 	return codes.Internal
 }

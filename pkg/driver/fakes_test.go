@@ -16,125 +16,149 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/iam"
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
-// fakeMounter keeps mounts in memory. block, if set, makes Mount wait until
-// it is closed (for in-flight tests).
+// fakeMounter is an in-memory mounterapi.Service with the mounter's
+// contract: it validates, swaps credentials on republish, refuses another
+// volume on a target, reports dead servers, and makes unpublish wait while
+// uploads are pending. block, if set, makes Publish wait until it is closed
+// (for in-flight tests).
 type fakeMounter struct {
-	mu       sync.Mutex
-	mounts   map[string]*fakeMount
-	mountN   int
-	unmountN int
-	updateN  int
-	mountErr error
-	block    chan struct{}
-	entered  chan struct{}
+	mu         sync.Mutex
+	mounts     map[string]*fakeMount
+	mountN     int
+	unmountN   int
+	updateN    int
+	publishN   int
+	publishErr error
+	block      chan struct{}
+	entered    chan struct{}
 }
 
 type fakeMount struct {
-	vol   mounter.Volume
-	rec   mounter.Record
-	state mounter.State
+	spec    volume.Spec
+	creds   volume.Credentials
+	pid     int
+	state   mounterapi.State
+	reason  string
+	pending int // files not yet uploaded
 }
 
 func newFakeMounter() *fakeMounter { return &fakeMounter{mounts: map[string]*fakeMount{}} }
 
-func (f *fakeMounter) Status(target string) (mounter.Status, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	m, ok := f.mounts[filepath.Clean(target)]
-	if !ok {
-		return mounter.Status{State: mounter.NotMounted}, nil
+func (f *fakeMounter) status(m *fakeMount) mounterapi.VolumeStatus {
+	vs := mounterapi.VolumeStatus{
+		Target: m.spec.Target, VolumeID: m.spec.VolumeID, Spec: m.spec, State: m.state, Reason: m.reason,
+		PID: m.pid, CredentialsDigest: m.creds.Digest(m.spec.Auth),
 	}
-	rec := m.rec
-	return mounter.Status{State: m.state, Record: &rec}, nil
+	if m.state == mounterapi.StateDead {
+		vs.Message = "the server was killed by signal 9"
+	}
+	if m.state == mounterapi.StateHealthy {
+		vs.Usage = &mounterapi.Usage{BytesTotal: 1 << 50, BytesAvailable: 1 << 50, InodesTotal: 1 << 40, InodesAvailable: 1 << 40}
+	}
+	return vs
 }
 
-func (f *fakeMounter) argsHash(v mounter.Volume) string {
-	v.Credentials = mounter.Credentials{}
-	return strings.Join(v.Args("/state/cred"), " ")
-}
-
-func (f *fakeMounter) Compatible(v mounter.Volume, rec *mounter.Record) bool {
-	return rec != nil && rec.VolumeID == v.VolumeID && rec.ArgsHash == f.argsHash(v)
-}
-
-func (f *fakeMounter) Mount(ctx context.Context, v mounter.Volume) error {
+func (f *fakeMounter) Publish(ctx context.Context, req *mounterapi.PublishRequest) (*mounterapi.PublishResponse, error) {
 	if f.entered != nil {
 		close(f.entered)
 	}
 	if f.block != nil {
 		<-f.block
 	}
-	if err := v.Validate(); err != nil {
-		return err
+	if err := req.Spec.Validate(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := req.Credentials.Validate(req.Spec.Auth); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.publishN++
+	if f.publishErr != nil {
+		return nil, f.publishErr
+	}
+	if m, ok := f.mounts[req.Spec.Target]; ok {
+		switch {
+		case m.state == mounterapi.StateDead:
+			return nil, status.Errorf(codes.FailedPrecondition, "the server of volume %s is gone", m.spec.VolumeID)
+		case !m.spec.Equivalent(&req.Spec):
+			return nil, status.Errorf(codes.AlreadyExists, "target already serves volume %s with different %v", m.spec.VolumeID, m.spec.Differences(&req.Spec))
+		case m.creds == req.Credentials:
+			return &mounterapi.PublishResponse{Action: mounterapi.ActionUnchanged, Volume: f.status(m)}, nil
+		}
+		f.updateN++
+		m.creds = req.Credentials
+		return &mounterapi.PublishResponse{Action: mounterapi.ActionCredentialsUpdated, Volume: f.status(m)}, nil
+	}
 	f.mountN++
-	if f.mountErr != nil {
-		return f.mountErr
-	}
-	if _, ok := f.mounts[v.Target]; ok {
-		return mounter.ErrTargetBusy
-	}
-	f.mounts[v.Target] = &fakeMount{vol: v, state: mounter.Healthy, rec: mounter.Record{
-		Target: v.Target, VolumeID: v.VolumeID, PID: 1000 + f.mountN, ArgsHash: f.argsHash(v), Auth: v.Auth,
-	}}
-	return nil
+	m := &fakeMount{spec: req.Spec, creds: req.Credentials, pid: 1000 + f.mountN, state: mounterapi.StateHealthy}
+	f.mounts[req.Spec.Target] = m
+	return &mounterapi.PublishResponse{Action: mounterapi.ActionMounted, Volume: f.status(m)}, nil
 }
 
-func (f *fakeMounter) SameCredentials(target string, c mounter.Credentials) (bool, error) {
+func (f *fakeMounter) Unpublish(ctx context.Context, req *mounterapi.UnpublishRequest) (*mounterapi.UnpublishResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, ok := f.mounts[target]
+	m, ok := f.mounts[req.Target]
 	if !ok {
-		return false, mounter.ErrNotPublished
+		return &mounterapi.UnpublishResponse{Action: mounterapi.ActionNotPublished}, nil
 	}
-	return m.vol.Credentials == c, nil
+	if req.VolumeID != "" && req.VolumeID != m.spec.VolumeID {
+		return nil, status.Errorf(codes.NotFound, "target serves volume %s", m.spec.VolumeID)
+	}
+	if m.pending > 0 && m.state != mounterapi.StateDead {
+		return nil, status.Errorf(codes.Unavailable, "volume %s at %s: %d file(s) not yet uploaded", m.spec.VolumeID, req.Target, m.pending)
+	}
+	f.unmountN++
+	delete(f.mounts, req.Target)
+	return &mounterapi.UnpublishResponse{Action: mounterapi.ActionUnmounted}, nil
 }
 
-func (f *fakeMounter) UpdateCredentials(target string, c mounter.Credentials) error {
+func (f *fakeMounter) Status(ctx context.Context, req *mounterapi.StatusRequest) (*mounterapi.VolumeStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, ok := f.mounts[target]
+	m, ok := f.mounts[req.Target]
 	if !ok {
-		return mounter.ErrNotPublished
+		return nil, status.Errorf(codes.NotFound, "nothing is published at %s", req.Target)
 	}
-	f.updateN++
-	m.vol.Credentials = c
-	return nil
+	vs := f.status(m)
+	return &vs, nil
 }
 
-func (f *fakeMounter) Unmount(ctx context.Context, target string) error {
+func (f *fakeMounter) List(ctx context.Context, req *mounterapi.ListRequest) (*mounterapi.ListResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.mounts[target]; ok {
-		f.unmountN++
-		delete(f.mounts, target)
-	}
-	return nil
-}
-
-func (f *fakeMounter) Records() ([]mounter.Record, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []mounter.Record
+	out := &mounterapi.ListResponse{}
 	for _, m := range f.mounts {
-		out = append(out, m.rec)
+		out.Volumes = append(out.Volumes, f.status(m))
 	}
 	return out, nil
+}
+
+func (f *fakeMounter) Version(ctx context.Context, req *mounterapi.VersionRequest) (*mounterapi.VersionResponse, error) {
+	return &mounterapi.VersionResponse{API: mounterapi.APIVersion, Version: "fake"}, nil
 }
 
 func (f *fakeMounter) get(target string) *fakeMount {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.mounts[target]
+}
+
+func (f *fakeMounter) set(target string, change func(*fakeMount)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(f.mounts[target])
 }
 
 // fakeVerifier answers exchanges with err and counts them.
@@ -348,7 +372,6 @@ func startPlugin(t *testing.T) *testPlugin {
 	opts := DefaultOptions()
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
 	opts.NodeID = "node-1"
-	opts.StateDir = filepath.Join(dir, "state")
 	opts.IAMEndpoint = "http://127.0.0.1:9"
 	d, err := New(opts, Deps{Mounter: p.mounter, Verifier: p.verifier, Stores: &fakeStores{store: p.store}, Registry: p.registry})
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // FuzzPodToken: csi.storage.k8s.io/serviceAccount.tokens as kubelet (or
@@ -69,7 +71,7 @@ func FuzzParseVolumeID(f *testing.F) {
 			}
 			return
 		}
-		if !bucketRE.MatchString(ref.bucket) || checkURL(ref.endpoint) != nil {
+		if volume.CheckBucket(ref.bucket) != nil || volume.CheckURL(ref.endpoint) != nil {
 			t.Fatalf("%q parsed as %+v", id, ref)
 		}
 		again := "bucket:" + ref.bucket + "@" + compactEndpoint(ref.endpoint)

@@ -20,12 +20,13 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounter/mountertest"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 )
 
-// The tests in this file run the real driver (real mounter, real IAM
-// verifier, real COS client) against the emulator. The node side starts the
-// mounter's fake cosmount (pkg/mounter/testdata/fakemount), which serves a
+// The tests in this file run the real driver (real mounter over its socket,
+// real IAM verifier, real COS client) against the emulator. The mounter
+// starts its fake cosmount (pkg/mounter/testdata/fakemount), which serves a
 // real FUSE mount that shows its PID and a checksum of its token file.
 
 var (
@@ -87,7 +88,16 @@ type realPlugin struct {
 
 func startRealPlugin(t *testing.T, opts Options) *realPlugin {
 	t.Helper()
-	d, err := New(opts, Deps{})
+	deps := Deps{Verifier: NewIAMVerifier(), Stores: NewCOSStores(opts)}
+	if opts.runsNode() {
+		c, err := mounterapi.Dial(opts.MounterEndpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		deps.Mounter = c
+	}
+	d, err := New(opts, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,12 +135,10 @@ func TestDriverAgainstEmulator(t *testing.T) {
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
 	opts.NodeID = "node-1"
 	opts.IAMEndpoint = env.IAMURL
-	opts.StateDir = filepath.Join(dir, "state")
-	opts.CosmountBinary = binary
-	opts.MountTimeout = 60 * time.Second
+	opts.MounterEndpoint = mountertest.Start(t, dir, binary).Endpoint
+	stateDir := filepath.Join(dir, "state")
 	opts.ControllerProfile = emulatortest.WriterProfileID
 	opts.ControllerTokenFile = env.WritePodToken(t, dir, "default", "default", "controller", time.Hour)
-	cleanupServers(t, opts.StateDir)
 	plugin := startRealPlugin(t, opts)
 
 	// Provision a bucket as the controller's own trusted profile.
@@ -223,10 +231,10 @@ func TestDriverAgainstEmulator(t *testing.T) {
 	if _, err := plugin.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: vol.GetVolumeId(), TargetPath: crashed}); err != nil {
 		t.Fatalf("unpublish of a dead mount: %v", err)
 	}
-	assertNothingLeft(t, crashed, opts.StateDir, crashedPID)
+	assertNothingLeft(t, crashed, stateDir, crashedPID)
 
-	// The plugin restarts; the volume keeps being served, and unpublish
-	// through the new instance stops the old server.
+	// The plugin restarts; the volume keeps being served by the mounter,
+	// and unpublish through the new instance stops the server.
 	plugin.stop()
 	if got := readThrough(t, target, "pid"); got != pid {
 		t.Fatal("the server did not survive the plugin")
@@ -236,7 +244,7 @@ func TestDriverAgainstEmulator(t *testing.T) {
 		t.Fatalf("unpublish after restart: %v", err)
 	}
 	n, _ := strconv.Atoi(pid)
-	assertNothingLeft(t, target, opts.StateDir, n)
+	assertNothingLeft(t, target, stateDir, n)
 
 	if _, err := plugin.controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.GetVolumeId()}); err != nil {
 		t.Fatalf("DeleteVolume: %v", err)
@@ -333,23 +341,6 @@ func assertNothingLeft(t *testing.T, target, stateDir string, pid int) {
 			t.Errorf("state of %s left in %s", target, e.Name())
 		}
 	}
-}
-
-// cleanupServers stops every server still recorded in stateDir, with the
-// mounter's own unmount, so a failed test leaves no process or mount.
-func cleanupServers(t *testing.T, stateDir string) {
-	t.Cleanup(func() {
-		m, err := mounter.New(mounter.Options{StateDir: stateDir, Binary: "unused", StopTimeout: 20 * time.Second})
-		if err != nil {
-			return
-		}
-		recs, _ := m.Records()
-		for _, r := range recs {
-			if err := m.Unmount(context.Background(), r.Target); err != nil {
-				t.Errorf("cleanup of %s: %v", r.Target, err)
-			}
-		}
-	})
 }
 
 // cleanupTarget removes a mount a failed test left behind.

@@ -2,58 +2,43 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/cosmount/cosmount/pkg/iam"
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
-// Mounter is what the node service needs from pkg/mounter.
-type Mounter interface {
-	Status(target string) (mounter.Status, error)
-	Compatible(v mounter.Volume, rec *mounter.Record) bool
-	Mount(ctx context.Context, v mounter.Volume) error
-	SameCredentials(target string, c mounter.Credentials) (bool, error)
-	UpdateCredentials(target string, c mounter.Credentials) error
-	Unmount(ctx context.Context, target string) error
-	Records() ([]mounter.Record, error)
-}
-
-// Default permissions of cosmount, widened for the group when the CO asks
-// for a volume mount group (fsGroup).
-const (
-	defaultFileMode = 0o644
-	defaultDirMode  = 0o755
-)
-
-// NodeService implements the CSI Node service.
+// NodeService implements the CSI Node service. It holds no mount state of
+// its own: the node's mounter (mounterapi.Service) owns every server and
+// its record, so a restarted or upgraded plugin loses nothing and learns
+// what is mounted by asking.
 type NodeService struct {
 	csi.UnimplementedNodeServer
 
 	nodeID      string
 	audience    string
 	iamEndpoint string
-	mounter     Mounter
+	mounter     mounterapi.Service
 	verifier    IdentityVerifier
 	inFlight    *inFlight
+
+	mu         sync.Mutex
+	reportedBy map[string]string // guarded by mu: target -> reason last logged as unhealthy
 }
 
 // NewNodeService returns the node service. opts supplies the node ID, token
 // audience and default IAM endpoint.
-func NewNodeService(opts Options, m Mounter, v IdentityVerifier) *NodeService {
+func NewNodeService(opts Options, m mounterapi.Service, v IdentityVerifier) *NodeService {
 	return &NodeService{
 		nodeID:      opts.NodeID,
 		audience:    opts.TokenAudience,
@@ -61,6 +46,7 @@ func NewNodeService(opts Options, m Mounter, v IdentityVerifier) *NodeService {
 		mounter:     m,
 		verifier:    v,
 		inFlight:    newInFlight(),
+		reportedBy:  map[string]string{},
 	}
 }
 
@@ -118,47 +104,45 @@ func checkCapability(c *csi.VolumeCapability) error {
 	return nil
 }
 
-// buildVolume turns a publish request into the mounter's typed volume.
-func (n *NodeService) buildVolume(req *csi.NodePublishVolumeRequest) (mounter.Volume, VolumeParams, error) {
+// buildRequest turns a publish request into the mounter's: the volume's
+// spec (validated with pkg/volume's rules, so everything accepted here is
+// accepted by the server) and its credentials.
+func (n *NodeService) buildRequest(req *csi.NodePublishVolumeRequest) (*mounterapi.PublishRequest, VolumeParams, error) {
 	p, err := parseVolumeParams(req.GetVolumeContext())
 	if err != nil {
-		return mounter.Volume{}, p, err
+		return nil, p, err
 	}
 	if p.Bucket == "" {
-		return mounter.Volume{}, p, invalid(attrBucket, "is required")
+		return nil, p, invalid(attrBucket, "is required")
 	}
 	if p.Endpoint == "" {
-		return mounter.Volume{}, p, invalid(attrEndpoint, "is required")
+		return nil, p, invalid(attrEndpoint, "is required")
 	}
 	capability := req.GetVolumeCapability()
-	flags, err := parseMountFlags(capability.GetMount().GetMountFlags())
+	opts, err := parseMountFlags(capability.GetMount().GetMountFlags())
 	if err != nil {
-		return mounter.Volume{}, p, err
+		return nil, p, err
 	}
 	if group := capability.GetMount().GetVolumeMountGroup(); group != "" {
-		if _, err := strconv.ParseUint(group, 10, 32); err != nil {
-			return mounter.Volume{}, p, status.Errorf(codes.InvalidArgument, "volume mount group %q is not a numeric group ID", group)
+		gid, err := strconv.ParseUint(group, 10, 32)
+		if err != nil {
+			return nil, p, status.Errorf(codes.InvalidArgument, "volume mount group %q is not a numeric group ID", group)
 		}
 		// fsGroup: files belong to the group and the group may write them.
-		flags.values["gid"] = group
-		flags.values["file_mode"] = widenMode(flags.values["file_mode"], defaultFileMode, 0o060)
-		flags.values["dir_mode"] = widenMode(flags.values["dir_mode"], defaultDirMode, 0o070)
+		opts.GID = uint32(gid)
+		opts.FileMode |= 0o060
+		opts.DirMode |= 0o070
 	}
-	options := make([]string, 0, len(flags.values)+2)
-	for k, v := range flags.values {
-		options = append(options, k+"="+v)
-	}
-	sort.Strings(options)
 	// Pods run as arbitrary users; without allow_other only root could use the mount.
-	options = append(options, "allow_other")
-	if req.GetReadonly() || flags.readOnly || readerOnly(capability.GetAccessMode()) {
-		options = append(options, "ro")
+	opts.AllowOther = true
+	if req.GetReadonly() || readerOnly(capability.GetAccessMode()) {
+		opts.ReadOnly = true
 	}
 	iamEndpoint := p.IAMEndpoint
-	if iamEndpoint == "" {
+	if iamEndpoint == "" && p.AuthType.UsesIAM() {
 		iamEndpoint = n.iamEndpoint
 	}
-	v := mounter.Volume{
+	spec := volume.Spec{
 		VolumeID:    req.GetVolumeId(),
 		Target:      filepath.Clean(req.GetTargetPath()),
 		Bucket:      p.Bucket,
@@ -167,55 +151,52 @@ func (n *NodeService) buildVolume(req *csi.NodePublishVolumeRequest) (mounter.Vo
 		Region:      p.Region,
 		IAMEndpoint: iamEndpoint,
 		Auth:        p.AuthType,
-		ProfileID:   p.ProfileID,
-		ProfileName: p.ProfileName,
-		ProfileCRN:  p.ProfileCRN,
-		Options:     options,
+		Profile:     volume.Profile{ID: p.ProfileID, Name: p.ProfileName, CRN: p.ProfileCRN},
+		Options:     opts,
 	}
+	if err := spec.Validate(); err != nil {
+		return nil, p, status.Errorf(codes.InvalidArgument, "volume attribute %v", err)
+	}
+	out := &mounterapi.PublishRequest{Spec: spec}
 	secrets := req.GetSecrets()
 	switch p.AuthType {
-	case mounter.AuthTrustedProfile:
-		v.Credentials.CRToken, err = podToken(secrets, req.GetVolumeContext(), n.audience)
-	case mounter.AuthAPIKey:
-		v.Credentials.APIKey = secrets[secretAPIKey]
-		if strings.TrimSpace(v.Credentials.APIKey) == "" {
+	case volume.AuthTrustedProfile:
+		out.Credentials.CRToken, err = podToken(secrets, req.GetVolumeContext(), n.audience)
+	case volume.AuthAPIKey:
+		out.Credentials.APIKey = secrets[secretAPIKey]
+		if strings.TrimSpace(out.Credentials.APIKey) == "" {
 			err = status.Errorf(codes.InvalidArgument, "authType apiKey needs the secret key %q (nodePublishSecretRef)", secretAPIKey)
 		}
-	case mounter.AuthHMAC:
-		v.Credentials.AccessKeyID, v.Credentials.SecretAccessKey = secrets[secretAccessKeyID], secrets[secretSecretAccessKey]
+	case volume.AuthHMAC:
+		out.Credentials.AccessKeyID, out.Credentials.SecretAccessKey = secrets[secretAccessKeyID], secrets[secretSecretAccessKey]
 		switch {
-		case v.Credentials.AccessKeyID == "" || v.Credentials.SecretAccessKey == "":
+		case out.Credentials.AccessKeyID == "" || out.Credentials.SecretAccessKey == "":
 			err = status.Errorf(codes.InvalidArgument, "authType hmac needs the secret keys %q and %q (nodePublishSecretRef)", secretAccessKeyID, secretSecretAccessKey)
-		case strings.ContainsAny(v.Credentials.AccessKeyID, ":\n\r"):
+		case strings.ContainsAny(out.Credentials.AccessKeyID, ":\n\r"):
 			err = status.Errorf(codes.InvalidArgument, "secret %q must not contain ':' or a newline", secretAccessKeyID)
 		}
 	}
-	return v, p, err
-}
-
-// widenMode adds bits to an octal mode string (or the default when empty).
-func widenMode(cur string, def, add uint64) string {
-	m := def
-	if cur != "" {
-		if n, err := strconv.ParseUint(cur, 8, 32); err == nil {
-			m = n
+	if err == nil {
+		if cerr := out.Credentials.Validate(p.AuthType); cerr != nil {
+			err = status.Errorf(codes.InvalidArgument, "%v", cerr)
 		}
 	}
-	return fmt.Sprintf("%04o", m|add)
+	return out, p, err
 }
 
 // verify exchanges the volume's credentials at IAM once.
-func (n *NodeService) verify(ctx context.Context, v mounter.Volume, p VolumeParams) error {
+func (n *NodeService) verify(ctx context.Context, r *mounterapi.PublishRequest, p VolumeParams) error {
 	var err error
 	var what string
-	switch v.Auth {
-	case mounter.AuthTrustedProfile:
-		profile := iam.Profile{ID: v.ProfileID, Name: v.ProfileName, CRN: v.ProfileCRN}
+	spec := &r.Spec
+	switch spec.Auth {
+	case volume.AuthTrustedProfile:
+		profile := iam.Profile{ID: spec.Profile.ID, Name: spec.Profile.Name, CRN: spec.Profile.CRN}
 		what = fmt.Sprintf("the token of pod %s/%s (service account %s) for trusted profile %s", p.PodNamespace, p.PodName, p.ServiceAccount, profile)
-		err = n.verifier.VerifyTrustedProfile(ctx, v.IAMEndpoint, profile, v.Credentials.CRToken)
-	case mounter.AuthAPIKey:
+		err = n.verifier.VerifyTrustedProfile(ctx, spec.IAMEndpoint, profile, r.Credentials.CRToken)
+	case volume.AuthAPIKey:
 		what = "the API key"
-		err = n.verifier.VerifyAPIKey(ctx, v.IAMEndpoint, v.Credentials.APIKey)
+		err = n.verifier.VerifyAPIKey(ctx, spec.IAMEndpoint, r.Credentials.APIKey)
 	default:
 		return nil // HMAC keys are checked by COS on the first request
 	}
@@ -225,8 +206,10 @@ func (n *NodeService) verify(ctx context.Context, v mounter.Volume, p VolumePara
 	return nil
 }
 
-// NodePublishVolume mounts the volume at the target, or on a republish of
-// the same volume only swaps the credential file.
+// NodePublishVolume asks the mounter to serve the volume at the target. On
+// a republish of the same volume (kubelet repeats the call, with a renewed
+// token about every 80% of its lifetime) only the credentials are swapped,
+// and only when they changed.
 func (n *NodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -243,92 +226,55 @@ func (n *NodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublis
 	}
 	defer n.inFlight.release(key)
 
-	v, p, err := n.buildVolume(req)
+	preq, p, err := n.buildRequest(req)
 	if err != nil {
 		return nil, err
 	}
-	st, err := n.mounter.Status(v.Target)
-	if err != nil {
-		return nil, fmt.Errorf("inspect target %s: %w", v.Target, err)
-	}
+	target := preq.Spec.Target
+	cur, err := n.mounter.Status(ctx, &mounterapi.StatusRequest{Target: target})
 	switch {
-	case st.Record != nil && (st.State == mounter.Healthy || st.State == mounter.Unresponsive):
-		return n.republish(ctx, v, p, st.Record)
-	case st.State == mounter.Dead || st.Record != nil:
-		// The server crashed (or vanished with its mount): its mount is
-		// useless, so replace it. This is not a remount of a live volume.
-		klog.InfoS("Replacing a dead mount", "volumeID", v.VolumeID, "target", v.Target, "state", st.State.String())
-		if err := n.mounter.Unmount(ctx, v.Target); err != nil {
-			return nil, fmt.Errorf("clean up the dead mount at %s: %w", v.Target, err)
+	case status.Code(err) == codes.NotFound:
+		// A new publish: a profile that refuses the pod fails it here,
+		// with IAM's reason, instead of at the pod's first write.
+		if err := n.verify(ctx, preq, p); err != nil {
+			return nil, err
 		}
-	case st.State != mounter.NotMounted:
-		return nil, status.Errorf(codes.FailedPrecondition, "target %s is %s and not published by this plugin", v.Target, st.State)
-	}
-
-	if err := n.verify(ctx, v, p); err != nil {
+	case err != nil:
 		return nil, err
+	case cur.State == mounterapi.StateDead:
+		n.logUnhealthy(cur)
+		// The mounter refuses it with the reason; its answer is the one to give.
+	case cur.Spec.Equivalent(&preq.Spec) && cur.CredentialsDigest == preq.Credentials.Digest(preq.Spec.Auth):
+		return &csi.NodePublishVolumeResponse{}, nil // the periodic republish with an unchanged token
+	case cur.Spec.Equivalent(&preq.Spec):
+		// A renewed token. Check it before installing it: a refused token
+		// would only break the server's next refresh while the old one still
+		// works. But IAM being unreachable is no reason to keep a token that
+		// is about to expire: install it unchecked then.
+		if err := n.verify(ctx, preq, p); err != nil {
+			if status.Code(err) == codes.PermissionDenied {
+				klog.ErrorS(err, "Republish refused; the mount keeps its current credentials", "volumeID", preq.Spec.VolumeID, "target", target)
+				return nil, err
+			}
+			klog.InfoS("IAM could not check the renewed credentials; installing them unchecked", "volumeID", preq.Spec.VolumeID, "target", target, "err", err.Error())
+		}
 	}
-	created, err := ensureDir(v.Target)
+	resp, err := n.mounter.Publish(ctx, preq)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.mounter.Mount(ctx, v); err != nil {
-		if created {
-			os.Remove(v.Target)
-		}
-		return nil, fmt.Errorf("mount volume %s at %s: %w", v.VolumeID, v.Target, err)
+	switch resp.Action {
+	case mounterapi.ActionMounted:
+		klog.InfoS("Published volume", "volumeID", preq.Spec.VolumeID, "target", target, "pod", klog.KRef(p.PodNamespace, p.PodName), "ephemeral", p.Ephemeral, "serverPID", resp.Volume.PID)
+	case mounterapi.ActionCredentialsUpdated:
+		klog.V(2).InfoS("Republished volume: credentials replaced", "volumeID", preq.Spec.VolumeID, "target", target)
 	}
-	klog.InfoS("Published volume", "volumeID", v.VolumeID, "target", v.Target, "pod", klog.KRef(p.PodNamespace, p.PodName), "ephemeral", p.Ephemeral)
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
-// republish handles NodePublishVolume on a target that is already served:
-// it only replaces the credential file, and never unmounts, whatever
-// happens, because unmounting a live volume under a running pod loses data.
-func (n *NodeService) republish(ctx context.Context, v mounter.Volume, p VolumeParams, rec *mounter.Record) (*csi.NodePublishVolumeResponse, error) {
-	if !n.mounter.Compatible(v, rec) {
-		return nil, status.Errorf(codes.AlreadyExists, "target %s already serves volume %s with different parameters", v.Target, rec.VolumeID)
-	}
-	same, err := n.mounter.SameCredentials(v.Target, v.Credentials)
-	if err != nil {
-		return nil, fmt.Errorf("compare credentials of %s: %w", v.Target, err)
-	}
-	if same {
-		return &csi.NodePublishVolumeResponse{}, nil
-	}
-	// Check the renewed token before installing it: a refused token would
-	// only break the server's next refresh, while the old one still works.
-	if err := n.verify(ctx, v, p); err != nil {
-		klog.ErrorS(err, "Republish refused; the mount keeps its current credentials", "volumeID", v.VolumeID, "target", v.Target)
-		return nil, err
-	}
-	if err := n.mounter.UpdateCredentials(v.Target, v.Credentials); err != nil {
-		return nil, fmt.Errorf("replace credentials of %s: %w", v.Target, err)
-	}
-	klog.V(2).InfoS("Republished volume: credentials replaced", "volumeID", v.VolumeID, "target", v.Target)
-	return &csi.NodePublishVolumeResponse{}, nil
-}
-
-// ensureDir creates the target directory if needed and reports whether it did.
-func ensureDir(path string) (bool, error) {
-	fi, err := os.Stat(path)
-	switch {
-	case err == nil && fi.IsDir():
-		return false, nil
-	case err == nil:
-		return false, status.Errorf(codes.InvalidArgument, "target %s exists and is not a directory", path)
-	case !errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("stat target: %w", err)
-	}
-	if err := os.MkdirAll(path, 0o750); err != nil {
-		return false, fmt.Errorf("create target: %w", err)
-	}
-	return true, nil
-}
-
-// NodeUnpublishVolume stops the volume's server (which flushes and
-// unmounts), removes any mount left, dead ones included, the state and the
-// target directory. It succeeds when there is nothing to do.
+// NodeUnpublishVolume asks the mounter to stop the volume's server and
+// unmount. The mounter answers Unavailable while the server still uploads
+// data it accepted; kubelet retries, and the pod's deletion waits.
 func (n *NodeService) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -343,19 +289,27 @@ func (n *NodeService) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpu
 	}
 	defer n.inFlight.release(key)
 
-	if err := n.mounter.Unmount(ctx, target); err != nil {
-		return nil, fmt.Errorf("unmount %s: %w", target, err)
+	resp, err := n.mounter.Unpublish(ctx, &mounterapi.UnpublishRequest{Target: target, VolumeID: req.GetVolumeId()})
+	if status.Code(err) == codes.NotFound {
+		// Another volume is published there: this volume is not, which is
+		// what the caller wants. Leave the other one alone.
+		klog.InfoS("Unpublish of a volume that is not published at the target", "volumeID", req.GetVolumeId(), "target", target, "detail", err.Error())
+		return &csi.NodeUnpublishVolumeResponse{}, nil
 	}
-	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("remove target %s: %w", target, err)
+	if err != nil {
+		return nil, err
 	}
-	klog.InfoS("Unpublished volume", "volumeID", req.GetVolumeId(), "target", target)
+	n.mu.Lock()
+	delete(n.reportedBy, target)
+	n.mu.Unlock()
+	klog.InfoS("Unpublished volume", "volumeID", req.GetVolumeId(), "target", target, "action", resp.Action)
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }
 
-// NodeGetVolumeStats reports usage from statfs of a live mount. A mount
-// whose server is gone has no usage to report: that is FailedPrecondition,
-// and NodeGetVolumeHealth says why.
+// NodeGetVolumeStats reports the usage the mounter read from the mount's
+// statfs. A volume whose server is gone or stuck has no usage to report:
+// that is FailedPrecondition, and NodeGetVolumeHealth says why. The plugin
+// itself never touches the mount, so a stuck server cannot stall it.
 func (n *NodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -364,84 +318,93 @@ func (n *NodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVo
 		return nil, status.Error(codes.InvalidArgument, "volume path is required")
 	}
 	path := filepath.Clean(req.GetVolumePath())
-	st, err := n.mounter.Status(path)
-	if err != nil {
-		return nil, fmt.Errorf("inspect %s: %w", path, err)
-	}
-	if st.Record == nil || st.Record.VolumeID != req.GetVolumeId() {
+	if !filepath.IsAbs(path) {
 		return nil, status.Errorf(codes.NotFound, "volume %s is not published at %s", req.GetVolumeId(), path)
 	}
-	if st.State != mounter.Healthy {
-		return nil, status.Errorf(codes.FailedPrecondition, "volume %s at %s is %s", req.GetVolumeId(), path, st.State)
+	st, err := n.mounter.Status(ctx, &mounterapi.StatusRequest{Target: path})
+	if status.Code(err) == codes.NotFound || (err == nil && st.VolumeID != req.GetVolumeId()) {
+		return nil, status.Errorf(codes.NotFound, "volume %s is not published at %s", req.GetVolumeId(), path)
 	}
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(path, &sfs); err != nil {
-		return nil, fmt.Errorf("statfs %s: %w", path, err)
+	if err != nil {
+		return nil, err
 	}
-	bsize := int64(sfs.Bsize)
+	if st.State != mounterapi.StateHealthy || st.Usage == nil {
+		n.logUnhealthy(st)
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s at %s is %s: %s", req.GetVolumeId(), path, st.State, st.Message)
+	}
+	u := st.Usage
 	return &csi.NodeGetVolumeStatsResponse{
 		Usage: []*csi.VolumeUsage{
-			{Unit: csi.VolumeUsage_BYTES, Total: int64(sfs.Blocks) * bsize, Available: int64(sfs.Bavail) * bsize, Used: int64(sfs.Blocks-sfs.Bfree) * bsize},
-			{Unit: csi.VolumeUsage_INODES, Total: int64(sfs.Files), Available: int64(sfs.Ffree), Used: int64(sfs.Files - sfs.Ffree)},
+			{Unit: csi.VolumeUsage_BYTES, Total: u.BytesTotal, Available: u.BytesAvailable, Used: u.BytesUsed},
+			{Unit: csi.VolumeUsage_INODES, Total: u.InodesTotal, Available: u.InodesAvailable, Used: u.InodesUsed},
 		},
 	}, nil
 }
 
-// NodeGetVolumeHealth reports a volume as INACCESSIBLE on this node when
-// the server of any of its mounts here is gone (ENOTCONN), exited or does
-// not answer; an empty list means healthy. Without a publish path every
-// mount of the volume on this node is checked.
+// NodeGetVolumeHealth reports a volume INACCESSIBLE on this node when the
+// server of any of its mounts here is gone (with the mounter's reason:
+// killed, OOM-killed, exited, ended with the mounter) or does not answer; an
+// empty list means healthy. Without a publish path every mount of the
+// volume on this node is checked.
 func (n *NodeService) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}
-	var targets []string
+	var vols []mounterapi.VolumeStatus
 	if p := req.GetVolumePublishPath(); p != "" {
-		targets = []string{filepath.Clean(p)}
+		st, err := n.mounter.Status(ctx, &mounterapi.StatusRequest{Target: filepath.Clean(p)})
+		if err != nil && status.Code(err) != codes.NotFound {
+			return nil, err
+		}
+		if err == nil {
+			vols = append(vols, *st)
+		}
 	} else {
-		recs, err := n.mounter.Records()
+		list, err := n.mounter.List(ctx, &mounterapi.ListRequest{})
 		if err != nil {
-			return nil, fmt.Errorf("list published volumes: %w", err)
+			return nil, err
 		}
-		for _, r := range recs {
-			if r.VolumeID == id {
-				targets = append(targets, r.Target)
-			}
-		}
+		vols = list.Volumes
 	}
 	health := &csi.VolumeHealth{VolumeId: id}
 	found := false
 	seen := map[string]bool{}
-	for _, t := range targets {
-		st, err := n.mounter.Status(t)
-		if err != nil {
-			return nil, fmt.Errorf("inspect %s: %w", t, err)
-		}
-		if st.Record == nil || st.Record.VolumeID != id {
+	for i := range vols {
+		v := &vols[i]
+		if v.VolumeID != id {
 			continue
 		}
 		found = true
-		if st.State == mounter.Healthy {
+		if v.State == mounterapi.StateHealthy || v.State == mounterapi.StateStopping {
 			continue
 		}
-		reason, msg := "ServerUnresponsive", "the cosmount server at "+t+" does not answer"
-		switch st.State {
-		case mounter.Dead:
-			reason, msg = "ServerGone", "the cosmount server of "+t+" is gone; the mount answers ENOTCONN"
-		case mounter.NotMounted:
-			reason, msg = "NotMounted", "the cosmount server of "+t+" exited and the volume is no longer mounted"
-		}
-		if seen[reason] {
+		n.logUnhealthy(v)
+		if seen[v.Reason] {
 			continue // one entry per (status, reason), as the spec demands
 		}
-		seen[reason] = true
+		seen[v.Reason] = true
 		health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
-			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: reason, Message: msg,
+			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: v.Reason,
+			Message: fmt.Sprintf("%s (at %s)", v.Message, v.Target),
 		})
 	}
 	if !found {
 		return nil, status.Errorf(codes.NotFound, "volume %s is not published on this node", id)
 	}
 	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: health}, nil
+}
+
+// logUnhealthy logs an unhealthy volume once per reason, so that the
+// plugin's log says what the pod sees without repeating it at every call.
+func (n *NodeService) logUnhealthy(v *mounterapi.VolumeStatus) {
+	n.mu.Lock()
+	seen := n.reportedBy[v.Target] == v.Reason
+	n.reportedBy[v.Target] = v.Reason
+	n.mu.Unlock()
+	if seen {
+		return
+	}
+	klog.ErrorS(nil, "Volume is not usable on this node; the pod sees I/O errors until it is deleted and the volume unpublished",
+		"volumeID", v.VolumeID, "target", v.Target, "state", v.State, "reason", v.Reason, "message", v.Message)
 }

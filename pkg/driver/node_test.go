@@ -3,9 +3,7 @@ package driver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,7 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cosmount/cosmount/pkg/iam"
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // Token-shaped strings that must never show up in logs or errors.
@@ -71,16 +70,15 @@ func TestPublishRepublishUnpublish(t *testing.T) {
 	if m == nil {
 		t.Fatal("nothing mounted")
 	}
-	want := mounter.Volume{
+	wantOpts := volume.DefaultOptions()
+	wantOpts.AllowOther = true
+	want := volume.Spec{
 		VolumeID: "pv-hello", Target: target, Bucket: "hello-bucket", Endpoint: "http://127.0.0.1:8080",
-		IAMEndpoint: "http://127.0.0.1:9", Auth: mounter.AuthTrustedProfile, ProfileName: "Profile-writer",
-		Options: []string{"allow_other"}, Credentials: mounter.Credentials{CRToken: podTokenA},
+		IAMEndpoint: "http://127.0.0.1:9", Auth: volume.AuthTrustedProfile, Profile: volume.Profile{Name: "Profile-writer"},
+		Options: wantOpts,
 	}
-	if fmt.Sprintf("%#v", m.vol) != fmt.Sprintf("%#v", want) || m.vol.Credentials != want.Credentials {
-		t.Errorf("mounted\n %#v\nwant\n %#v", m.vol, want)
-	}
-	if fi, err := os.Stat(target); err != nil || !fi.IsDir() {
-		t.Errorf("target directory not created: %v", err)
+	if m.spec != want || m.creds != (volume.Credentials{CRToken: podTokenA}) {
+		t.Errorf("mounted\n %+v\nwant\n %+v", m.spec, want)
 	}
 	if p.verifier.count() != 1 || p.verifier.tokens[0] != podTokenA || p.verifier.profiles[0] != (iam.Profile{Name: "Profile-writer"}) {
 		t.Errorf("verifier saw %d calls, profiles %v", p.verifier.count(), p.verifier.profiles)
@@ -98,10 +96,10 @@ func TestPublishRepublishUnpublish(t *testing.T) {
 	if _, err := p.node.NodePublishVolume(ctx, publishReq(target, podTokenB)); err != nil {
 		t.Fatalf("republish with a new token: %v", err)
 	}
-	if p.mounter.get(target).vol.Credentials.CRToken != podTokenB || p.mounter.updateN != 1 {
+	if p.mounter.get(target).creds.CRToken != podTokenB || p.mounter.updateN != 1 {
 		t.Error("the renewed token was not installed")
 	}
-	if p.mounter.mountN != 1 || p.mounter.unmountN != 0 || p.mounter.get(target).rec.PID != m.rec.PID {
+	if p.mounter.mountN != 1 || p.mounter.unmountN != 0 || p.mounter.get(target).pid != m.pid {
 		t.Errorf("republish remounted: %d mounts, %d unmounts", p.mounter.mountN, p.mounter.unmountN)
 	}
 
@@ -111,8 +109,17 @@ func TestPublishRepublishUnpublish(t *testing.T) {
 	if code(err) != codes.PermissionDenied {
 		t.Errorf("refused republish = %v, want PermissionDenied", err)
 	}
-	if p.mounter.get(target) == nil || p.mounter.get(target).vol.Credentials.CRToken != podTokenB || p.mounter.unmountN != 0 {
+	if p.mounter.get(target) == nil || p.mounter.get(target).creds.CRToken != podTokenB || p.mounter.unmountN != 0 {
 		t.Error("a failed republish touched the mount")
+	}
+	// IAM cannot be reached when the renewed token arrives: it is installed
+	// anyway, since the old one is about to expire and IAM did not refuse it.
+	p.verifier.err = fmt.Errorf("dial tcp: %w", iam.ErrTransient)
+	if _, err := p.node.NodePublishVolume(ctx, publishReq(target, podTokenA)); err != nil {
+		t.Fatalf("republish while IAM is down: %v", err)
+	}
+	if p.mounter.get(target).creds.CRToken != podTokenA || p.mounter.updateN != 2 {
+		t.Error("the renewed token was not installed while IAM was down")
 	}
 	p.verifier.err = nil
 
@@ -131,25 +138,23 @@ func TestPublishRepublishUnpublish(t *testing.T) {
 	if p.mounter.get(target) != nil || p.mounter.unmountN != 1 {
 		t.Error("unpublish left the mount")
 	}
-	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("target still exists: %v", err)
-	}
 }
 
 func TestPublishFailuresLeaveNothing(t *testing.T) {
 	tests := []struct {
-		name      string
-		modify    func(*csi.NodePublishVolumeRequest)
-		verifyErr error
-		mountErr  error
-		want      codes.Code
-		wantMsg   string
+		name       string
+		modify     func(*csi.NodePublishVolumeRequest)
+		verifyErr  error
+		publishErr error
+		want       codes.Code
+		wantMsg    string
 	}{
 		{name: "profile refuses the pod", verifyErr: &testIAMError{"BXNIM0398E", "Selected trusted profile not eligible", "cluster:readers:default:reader", iam.ErrNotEligible},
 			want: codes.PermissionDenied, wantMsg: "BXNIM0398E"},
 		{name: "invalid token", verifyErr: fmt.Errorf("BXNIM0407E: %w", iam.ErrBadCredentials), want: codes.PermissionDenied, wantMsg: "BXNIM0407E"},
 		{name: "IAM down", verifyErr: fmt.Errorf("dial: %w", iam.ErrTransient), want: codes.Unavailable},
-		{name: "mount fails", mountErr: errBoom, want: codes.Internal, wantMsg: "boom"},
+		{name: "mount fails", publishErr: status.Error(codes.Internal, "cosmount: boom"), want: codes.Internal, wantMsg: "boom"},
+		{name: "mounter down", publishErr: status.Error(codes.Unavailable, "the node's cosmount mounter at /run/x.sock is not reachable"), want: codes.Unavailable, wantMsg: "mounter"},
 		{name: "no token", modify: func(r *csi.NodePublishVolumeRequest) { delete(r.VolumeContext, keyTokens) }, want: codes.FailedPrecondition, wantMsg: "tokenRequests"},
 		{name: "token for another audience", modify: func(r *csi.NodePublishVolumeRequest) { r.VolumeContext[keyTokens] = tokensJSON("vault", podTokenA) },
 			want: codes.FailedPrecondition, wantMsg: `"vault"`},
@@ -158,6 +163,12 @@ func TestPublishFailuresLeaveNothing(t *testing.T) {
 		{name: "bad mount flag", modify: func(r *csi.NodePublishVolumeRequest) {
 			r.VolumeCapability = mountCapability(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "uid=root")
 		}, want: codes.InvalidArgument, wantMsg: "uid"},
+		{name: "size the server would refuse", modify: func(r *csi.NodePublishVolumeRequest) {
+			r.VolumeCapability = mountCapability(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "part_size=1TB")
+		}, want: codes.InvalidArgument, wantMsg: "part_size"},
+		{name: "node option", modify: func(r *csi.NodePublishVolumeRequest) {
+			r.VolumeCapability = mountCapability(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "temp_dir=/etc")
+		}, want: codes.InvalidArgument, wantMsg: "temp_dir"},
 		{name: "block volume", modify: func(r *csi.NodePublishVolumeRequest) {
 			r.VolumeCapability.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
 		}, want: codes.InvalidArgument, wantMsg: "block"},
@@ -170,7 +181,7 @@ func TestPublishFailuresLeaveNothing(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startPlugin(t)
-			p.verifier.err, p.mounter.mountErr = tc.verifyErr, tc.mountErr
+			p.verifier.err, p.mounter.publishErr = tc.verifyErr, tc.publishErr
 			target := filepath.Join(p.dir, "target")
 			req := publishReq(target, podTokenA)
 			if tc.modify != nil {
@@ -185,9 +196,6 @@ func TestPublishFailuresLeaveNothing(t *testing.T) {
 			}
 			if len(p.mounter.mounts) != 0 {
 				t.Error("something is mounted after a failed publish")
-			}
-			if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("target left behind: %v", err)
 			}
 		})
 	}
@@ -208,26 +216,26 @@ func TestPublishMountOptions(t *testing.T) {
 	tests := []struct {
 		name   string
 		modify func(*csi.NodePublishVolumeRequest)
-		want   []string
+		want   string
 	}{
-		{"defaults", func(r *csi.NodePublishVolumeRequest) {}, []string{"allow_other"}},
-		{"readonly flag", func(r *csi.NodePublishVolumeRequest) { r.Readonly = true }, []string{"allow_other", "ro"}},
+		{"defaults", func(r *csi.NodePublishVolumeRequest) {}, "allow_other"},
+		{"readonly flag", func(r *csi.NodePublishVolumeRequest) { r.Readonly = true }, "allow_other,ro"},
 		{"reader-only access mode", func(r *csi.NodePublishVolumeRequest) {
 			r.VolumeCapability = mountCapability(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY)
-		}, []string{"allow_other", "ro"}},
+		}, "allow_other,ro"},
 		{"mount flags", func(r *csi.NodePublishVolumeRequest) {
-			r.VolumeCapability = mountCapability(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "uid=1000,gid=2000", "file-mode=0640", "attr_ttl=5s", "ro")
-		}, []string{"attr_ttl=5s", "file_mode=0640", "gid=2000", "uid=1000", "allow_other", "ro"}},
+			r.VolumeCapability = mountCapability(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "uid=1000,gid=2000", "file-mode=0640", "attr_ttl=6s", "ro", "part_size=16Mi")
+		}, "uid=1000,gid=2000,file_mode=0640,allow_other,ro,attr_ttl=6s,part_size=16MiB"},
 		{"fsGroup", func(r *csi.NodePublishVolumeRequest) {
 			c := mountCapability(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "file_mode=0600")
 			c.GetMount().VolumeMountGroup = "3000"
 			r.VolumeCapability = c
-		}, []string{"dir_mode=0775", "file_mode=0660", "gid=3000", "allow_other"}},
+		}, "gid=3000,file_mode=0660,dir_mode=0775,allow_other"},
 		{"prefix, region and IAM override", func(r *csi.NodePublishVolumeRequest) {
 			r.VolumeContext[attrPrefix] = "/team/a/"
 			r.VolumeContext[attrRegion] = "us-south"
 			r.VolumeContext[attrIAMEndpoint] = "http://127.0.0.1:7"
-		}, []string{"allow_other"}},
+		}, "allow_other"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,9 +246,9 @@ func TestPublishMountOptions(t *testing.T) {
 			if _, err := p.node.NodePublishVolume(context.Background(), req); err != nil {
 				t.Fatal(err)
 			}
-			got := p.mounter.get(target).vol
-			if !slices.Equal(got.Options, tc.want) {
-				t.Errorf("options %q, want %q", got.Options, tc.want)
+			got := p.mounter.get(target).spec
+			if enc := got.Options.Encode(); enc != tc.want {
+				t.Errorf("options %q, want %q", enc, tc.want)
 			}
 			if r := req.VolumeContext[attrRegion]; r != "" && (got.Region != r || got.Prefix != "team/a" || got.IAMEndpoint != "http://127.0.0.1:7") {
 				t.Errorf("volume %+v", got)
@@ -262,7 +270,7 @@ func TestPublishEphemeralAndFallbackAuth(t *testing.T) {
 	if _, err := p.node.NodePublishVolume(ctx, inline); err != nil {
 		t.Fatalf("inline publish: %v", err)
 	}
-	if got := p.mounter.get(inline.TargetPath).vol.Credentials.CRToken; got != podTokenB {
+	if got := p.mounter.get(inline.TargetPath).creds.CRToken; got != podTokenB {
 		t.Error("the token from secrets was not used")
 	}
 
@@ -275,8 +283,8 @@ func TestPublishEphemeralAndFallbackAuth(t *testing.T) {
 	if _, err := p.node.NodePublishVolume(ctx, hmac); err != nil {
 		t.Fatalf("hmac publish: %v", err)
 	}
-	if got := p.mounter.get(hmac.TargetPath).vol; got.Auth != mounter.AuthHMAC || got.Credentials.SecretAccessKey != "s3cr3t" {
-		t.Errorf("hmac volume %+v", got)
+	if got := p.mounter.get(hmac.TargetPath); got.spec.Auth != volume.AuthHMAC || got.creds.SecretAccessKey != "s3cr3t" || got.spec.IAMEndpoint != "" {
+		t.Errorf("hmac volume %+v", got.spec)
 	}
 	if p.verifier.count() != before {
 		t.Error("HMAC keys were sent to IAM")
@@ -289,46 +297,92 @@ func TestPublishEphemeralAndFallbackAuth(t *testing.T) {
 	if _, err := p.node.NodePublishVolume(ctx, apiKey); err != nil {
 		t.Fatalf("api key publish: %v", err)
 	}
-	if got := p.mounter.get(apiKey.TargetPath).vol; got.Auth != mounter.AuthAPIKey || got.Credentials.APIKey != "key-123" {
-		t.Errorf("api key volume %+v", got)
+	if got := p.mounter.get(apiKey.TargetPath); got.spec.Auth != volume.AuthAPIKey || got.creds.APIKey != "key-123" {
+		t.Errorf("api key volume %+v", got.spec)
 	}
 }
 
-func TestPublishReplacesDeadMount(t *testing.T) {
+// A dead server is reported with the mounter's reason until the volume is
+// unpublished, and a republish does not paper over it.
+func TestDeadServerIsReported(t *testing.T) {
 	p := startPlugin(t)
 	ctx := context.Background()
 	target := filepath.Join(p.dir, "target")
 	if _, err := p.node.NodePublishVolume(ctx, publishReq(target, podTokenA)); err != nil {
 		t.Fatal(err)
 	}
-	p.mounter.get(target).state = mounter.Dead
+	p.mounter.set(target, func(m *fakeMount) { m.state, m.reason = mounterapi.StateDead, "ServerOOMKilled" })
 
-	h, err := p.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: "pv-hello"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(h.GetVolumeHealth().GetHealthStatuses()) != 1 || h.GetVolumeHealth().GetHealthStatuses()[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE {
-		t.Errorf("health of a dead mount = %v", h)
+	for _, req := range []*csi.NodeGetVolumeHealthRequest{{VolumeId: "pv-hello"}, {VolumeId: "pv-hello", VolumePublishPath: target}} {
+		h, err := p.node.NodeGetVolumeHealth(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := h.GetVolumeHealth().GetHealthStatuses()
+		if len(st) != 1 || st[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE || st[0].GetReason() != "ServerOOMKilled" || !strings.Contains(st[0].GetMessage(), target) {
+			t.Errorf("health of a dead server = %v", h)
+		}
 	}
 	if _, err := p.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: "pv-hello", VolumePath: target}); code(err) != codes.FailedPrecondition {
-		t.Errorf("stats of a dead mount = %v", err)
+		t.Errorf("stats of a dead server = %v", err)
 	}
+	if _, err := p.node.NodePublishVolume(ctx, publishReq(target, podTokenB)); code(err) != codes.FailedPrecondition {
+		t.Errorf("republish of a dead server = %v, want FailedPrecondition", err)
+	}
+	if p.mounter.mountN != 1 {
+		t.Error("the dead volume was remounted")
+	}
+	if _, err := p.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "pv-hello", TargetPath: target}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: "pv-hello"}); code(err) != codes.NotFound {
+		t.Errorf("health after unpublish = %v", err)
+	}
+}
 
+func TestHealthyVolumeStatsAndHealth(t *testing.T) {
+	p := startPlugin(t)
+	ctx := context.Background()
+	target := filepath.Join(p.dir, "target")
 	if _, err := p.node.NodePublishVolume(ctx, publishReq(target, podTokenA)); err != nil {
 		t.Fatal(err)
 	}
-	if p.mounter.mountN != 2 || p.mounter.unmountN != 1 || p.mounter.get(target).state != mounter.Healthy {
-		t.Errorf("dead mount not replaced: %d mounts, %d unmounts", p.mounter.mountN, p.mounter.unmountN)
-	}
-	h, err = p.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: "pv-hello", VolumePublishPath: target})
+	h, err := p.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: "pv-hello", VolumePublishPath: target})
 	if err != nil || len(h.GetVolumeHealth().GetHealthStatuses()) != 0 || h.GetVolumeHealth().GetVolumeId() != "pv-hello" {
 		t.Errorf("health of a healthy mount = %v, %v", h, err)
+	}
+	st, err := p.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: "pv-hello", VolumePath: target})
+	if err != nil || len(st.GetUsage()) != 2 || st.GetUsage()[0].GetTotal() != 1<<50 {
+		t.Errorf("stats = %v, %v", st, err)
 	}
 	if _, err := p.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: "other"}); code(err) != codes.NotFound {
 		t.Errorf("health of an unknown volume = %v", err)
 	}
 	if _, err := p.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: "other", VolumePath: target}); code(err) != codes.NotFound {
 		t.Errorf("stats of another volume = %v", err)
+	}
+}
+
+// Unpublish passes the mounter's "still uploading" on to kubelet, which
+// retries; the volume stays until the uploads are done.
+func TestUnpublishWaitsForUploads(t *testing.T) {
+	p := startPlugin(t)
+	ctx := context.Background()
+	target := filepath.Join(p.dir, "target")
+	if _, err := p.node.NodePublishVolume(ctx, publishReq(target, podTokenA)); err != nil {
+		t.Fatal(err)
+	}
+	p.mounter.set(target, func(m *fakeMount) { m.pending = 3 })
+	_, err := p.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "pv-hello", TargetPath: target})
+	if code(err) != codes.Unavailable || !strings.Contains(err.Error(), "3 file(s)") {
+		t.Fatalf("unpublish while uploading = %v", err)
+	}
+	if p.mounter.get(target) == nil {
+		t.Fatal("the volume is gone while uploading")
+	}
+	p.mounter.set(target, func(m *fakeMount) { m.pending = 0 })
+	if _, err := p.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "pv-hello", TargetPath: target}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -8,12 +8,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // Volume attribute keys (PV volumeAttributes, StorageClass parameters and
@@ -64,7 +63,7 @@ type VolumeParams struct {
 	Endpoint           string
 	Region             string
 	IAMEndpoint        string // empty: the plugin's --iam-endpoint
-	AuthType           mounter.AuthType
+	AuthType           volume.AuthType
 	ProfileID          string
 	ProfileName        string
 	ProfileCRN         string
@@ -79,8 +78,6 @@ type VolumeParams struct {
 }
 
 var (
-	bucketRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
-	regionRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 	locationRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 	plainRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9:/._-]*$`)
 )
@@ -93,39 +90,38 @@ func invalid(attr, format string, args ...any) error {
 // form and the combinations every caller needs; what is required depends on
 // the caller (node or controller) and is checked there.
 func parseVolumeParams(attrs map[string]string) (VolumeParams, error) {
-	p := VolumeParams{AuthType: mounter.AuthTrustedProfile}
+	p := VolumeParams{AuthType: volume.AuthTrustedProfile}
 	for k, v := range attrs {
 		var err error
 		switch k {
 		case attrBucket:
-			if !bucketRE.MatchString(v) || strings.Contains(v, "..") {
-				err = invalid(k, "%q is not a valid bucket name (3-63 lower-case letters, digits, '-' and '.')", v)
+			if e := volume.CheckBucket(v); e != nil {
+				err = invalid(k, "%v", e)
 			}
 			p.Bucket = v
 		case attrPrefix:
 			p.Prefix, err = cleanPrefix(v)
 		case attrEndpoint:
-			if e := checkURL(v); e != nil {
+			if e := volume.CheckURL(v); e != nil {
 				err = invalid(k, "%v", e)
 			}
 			p.Endpoint = strings.TrimRight(v, "/")
 		case attrRegion:
-			if !regionRE.MatchString(v) {
-				err = invalid(k, "%q is not a region name", v)
+			if e := volume.CheckRegion(v); e != nil {
+				err = invalid(k, "%v", e)
 			}
 			p.Region = v
 		case attrIAMEndpoint:
-			if e := checkURL(v); e != nil {
+			if e := volume.CheckURL(v); e != nil {
 				err = invalid(k, "%v", e)
 			}
 			p.IAMEndpoint = v
 		case attrAuthType:
-			switch a := mounter.AuthType(v); a {
-			case mounter.AuthTrustedProfile, mounter.AuthAPIKey, mounter.AuthHMAC:
-				p.AuthType = a
-			default:
-				err = invalid(k, "%q must be trustedProfile, apiKey or hmac", v)
+			a, e := volume.ParseAuthType(v)
+			if e != nil {
+				err = invalid(k, "%v", e)
 			}
+			p.AuthType = a
 		case attrProfileID, attrProfileName, attrProfileCRN:
 			if strings.TrimSpace(v) == "" || strings.ContainsAny(v, ",\n") {
 				err = invalid(k, "%q is empty or contains a comma or newline", v)
@@ -194,30 +190,22 @@ func parseVolumeParams(attrs map[string]string) (VolumeParams, error) {
 	switch {
 	case n > 1:
 		return VolumeParams{}, invalid(attrProfileID, "give only one of trustedProfileID, trustedProfileName and trustedProfileCRN")
-	case p.AuthType == mounter.AuthTrustedProfile && n == 0:
+	case p.AuthType == volume.AuthTrustedProfile && n == 0:
 		return VolumeParams{}, invalid(attrProfileID, "authType trustedProfile needs one of trustedProfileID, trustedProfileName or trustedProfileCRN")
-	case p.AuthType != mounter.AuthTrustedProfile && n > 0:
+	case p.AuthType != volume.AuthTrustedProfile && n > 0:
 		return VolumeParams{}, invalid(attrAuthType, "%s does not use a trusted profile", p.AuthType)
 	}
 	return p, nil
 }
 
-// cleanPrefix normalizes a key prefix: no leading or trailing slash, no
-// empty, "." or ".." segments (they would escape or alias other volumes).
+// cleanPrefix normalizes a key prefix (see volume.CleanPrefix) and names
+// the attribute when it is refused.
 func cleanPrefix(v string) (string, error) {
-	t := strings.Trim(v, "/")
-	if t == "" {
-		return "", nil
+	p, err := volume.CleanPrefix(v)
+	if err != nil {
+		return "", invalid(attrPrefix, "%v", err)
 	}
-	for _, seg := range strings.Split(t, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return "", invalid(attrPrefix, "%q has an empty, '.' or '..' segment", v)
-		}
-	}
-	if strings.ContainsAny(t, "\x00\n\r") {
-		return "", invalid(attrPrefix, "%q contains a control character", v)
-	}
-	return t, nil
+	return p, nil
 }
 
 // nodeAttributes renders p as the volume context a node needs, so that
@@ -254,95 +242,20 @@ func paramsFingerprint(attrs map[string]string, capacity int64) string {
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
-// mountOptionSpec says how a mount flag's value is checked. Only options
-// that are safe for a pod's author to choose are passed to cosmount: a
-// temp_dir on the node, for instance, is not.
-var mountOptionSpec = map[string]func(string) error{
-	"uid":                 checkUint32,
-	"gid":                 checkUint32,
-	"file_mode":           checkMode,
-	"dir_mode":            checkMode,
-	"attr_ttl":            checkDuration,
-	"entry_ttl":           checkDuration,
-	"negative_ttl":        checkDuration,
-	"upload_concurrency":  checkPositiveInt,
-	"part_size":           checkSize,
-	"memory_limit":        checkSize,
-	"multipart_threshold": checkSize,
-	"readahead_max":       checkSize,
-}
-
-var sizeRE = regexp.MustCompile(`^[0-9]+(B|[KMGT]i?B?|[kKMG]B|k)?$`)
-
-func checkUint32(v string) error {
-	_, err := strconv.ParseUint(v, 10, 32)
-	return err
-}
-
-func checkMode(v string) error {
-	n, err := strconv.ParseUint(v, 8, 32)
-	if err == nil && n&^0o777 != 0 {
-		return fmt.Errorf("only permission bits are allowed")
-	}
-	return err
-}
-
-func checkDuration(v string) error {
-	d, err := time.ParseDuration(v)
-	if err == nil && d < 0 {
-		return fmt.Errorf("negative")
-	}
-	return err
-}
-
-func checkPositiveInt(v string) error {
-	n, err := strconv.Atoi(v)
-	if err == nil && n <= 0 {
-		return fmt.Errorf("must be positive")
-	}
-	return err
-}
-
-func checkSize(v string) error {
-	if !sizeRE.MatchString(v) {
-		return fmt.Errorf("not a size such as 16MiB")
-	}
-	return nil
-}
-
-// mountOptions holds the parsed mount flags of a volume capability.
-type mountOptions struct {
-	values   map[string]string // name -> value for options with a value
-	readOnly bool
-}
-
-// parseMountFlags accepts the capability's mount flags, each "name=value",
-// "name" or a comma-separated list of them; '-' and '_' are interchangeable
-// in names (file-mode = file_mode).
-func parseMountFlags(flags []string) (mountOptions, error) {
-	o := mountOptions{values: map[string]string{}}
+// parseMountFlags parses the capability's mount flags (a PV's or
+// StorageClass's mountOptions) with the one mount-option grammar: each flag
+// is "name=value", "name" or a comma-separated list of them; only
+// volume-scope options are allowed (a temp_dir on the node, for instance,
+// is the admin's). A refused flag is InvalidArgument naming it.
+func parseMountFlags(flags []string) (volume.Options, error) {
+	o := volume.DefaultOptions()
 	for _, f := range flags {
-		for _, item := range strings.Split(f, ",") {
-			item = strings.TrimSpace(item)
-			if item == "" {
-				continue
-			}
-			name, val, hasVal := strings.Cut(item, "=")
-			name = strings.ReplaceAll(name, "-", "_")
-			switch {
-			case !hasVal && name == "ro":
-				o.readOnly = true
-			case !hasVal && (name == "rw" || name == "allow_other"):
-				// allow_other is always set (pods run as arbitrary users); rw is the default.
-			case hasVal && mountOptionSpec[name] != nil:
-				if err := mountOptionSpec[name](val); err != nil {
-					return mountOptions{}, status.Errorf(codes.InvalidArgument, "mount flag %s=%q: %v", name, val, err)
-				}
-				o.values[name] = val
-			default:
-				return mountOptions{}, status.Errorf(codes.InvalidArgument, "unknown mount flag %q", item)
-			}
+		if err := o.Apply(f, volume.ScopeVolume); err != nil {
+			return volume.Options{}, status.Errorf(codes.InvalidArgument, "PersistentVolume/StorageClass %v", err)
 		}
+	}
+	if err := o.Validate(); err != nil {
+		return volume.Options{}, status.Errorf(codes.InvalidArgument, "PersistentVolume/StorageClass %v", err)
 	}
 	return o, nil
 }

@@ -7,7 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 func TestParseVolumeParams(t *testing.T) {
@@ -21,7 +21,7 @@ func TestParseVolumeParams(t *testing.T) {
 		check  func(VolumeParams) bool
 	}{
 		{name: "minimal", modify: func(map[string]string) {}, check: func(p VolumeParams) bool {
-			return p.AuthType == mounter.AuthTrustedProfile && p.ProfileID == "Profile-1" && p.Bucket == "my-bucket"
+			return p.AuthType == volume.AuthTrustedProfile && p.ProfileID == "Profile-1" && p.Bucket == "my-bucket"
 		}},
 		{name: "everything", modify: func(m map[string]string) {
 			m[attrPrefix] = "/a/b/"
@@ -40,7 +40,7 @@ func TestParseVolumeParams(t *testing.T) {
 			m[k8sStoragePrefix+"csiProvisionerIdentity"] = "1764336000000-8081-cosmount.csi.io"
 		}, check: func(p VolumeParams) bool { return p.Bucket == "my-bucket" }},
 		{name: "api key", modify: func(m map[string]string) { delete(m, attrProfileID); m[attrAuthType] = "apiKey" },
-			check: func(p VolumeParams) bool { return p.AuthType == mounter.AuthAPIKey }},
+			check: func(p VolumeParams) bool { return p.AuthType == volume.AuthAPIKey }},
 		{name: "unknown attribute", modify: func(m map[string]string) { m["bucketname"] = "x" }, attr: "bucketname"},
 		{name: "bad bucket", modify: func(m map[string]string) { m[attrBucket] = "My_Bucket" }, attr: attrBucket},
 		{name: "short bucket", modify: func(m map[string]string) { m[attrBucket] = "ab" }, attr: attrBucket},
@@ -78,24 +78,28 @@ func TestParseVolumeParams(t *testing.T) {
 func TestParseMountFlags(t *testing.T) {
 	tests := []struct {
 		flags []string
-		want  map[string]string
-		ro    bool
+		want  string // Encode of the result
 		bad   string
 	}{
-		{flags: nil, want: map[string]string{}},
+		{flags: nil, want: ""},
 		{flags: []string{"uid=1000,gid=1000", "file-mode=0640", "dir_mode=750", "allow_other", "rw"},
-			want: map[string]string{"uid": "1000", "gid": "1000", "file_mode": "0640", "dir_mode": "750"}},
+			want: "uid=1000,gid=1000,file_mode=0640,dir_mode=0750,allow_other"},
 		{flags: []string{"ro", "attr_ttl=1m", "entry-ttl=0s", "negative_ttl=500ms", "part_size=16MiB", "memory_limit=1G", "upload_concurrency=4"},
-			want: map[string]string{"attr_ttl": "1m", "entry_ttl": "0s", "negative_ttl": "500ms", "part_size": "16MiB", "memory_limit": "1G", "upload_concurrency": "4"}, ro: true},
+			want: "ro,attr_ttl=1m0s,entry_ttl=0s,negative_ttl=500ms,part_size=16MiB,memory_limit=1GiB"},
+		{flags: []string{"part_size=16Mi", "readahead_max=1TB"}, want: "part_size=16MiB,readahead_max=1TB"},
 		{flags: []string{"uid=-1"}, bad: "uid"},
 		{flags: []string{"file_mode=0999"}, bad: "file_mode"},
 		{flags: []string{"file_mode=01777"}, bad: "file_mode"},
 		{flags: []string{"attr_ttl=-1s"}, bad: "attr_ttl"},
 		{flags: []string{"part_size=lots"}, bad: "part_size"},
+		{flags: []string{"part_size=1TB"}, bad: "part_size"},
 		{flags: []string{"upload_concurrency=0"}, bad: "upload_concurrency"},
+		{flags: []string{"upload_concurrency=100"}, bad: "upload_concurrency"},
+		{flags: []string{"memory_limit=8MiB"}, bad: "memory_limit"},
 		{flags: []string{"temp_dir=/etc"}, bad: "temp_dir"},
+		{flags: []string{"prefix=other"}, bad: "prefix"},
 		{flags: []string{"noatime"}, bad: "noatime"},
-		{flags: []string{"ro=1"}, bad: "ro=1"},
+		{flags: []string{"ro=1"}, bad: "ro=\"1\""},
 	}
 	for _, tc := range tests {
 		o, err := parseMountFlags(tc.flags)
@@ -105,8 +109,8 @@ func TestParseMountFlags(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || !mapsEqual(o.values, tc.want) || o.readOnly != tc.ro {
-			t.Errorf("parseMountFlags(%q) = %+v, %v", tc.flags, o, err)
+		if err != nil || o.Encode() != tc.want {
+			t.Errorf("parseMountFlags(%q) = %q, %v; want %q", tc.flags, o.Encode(), err, tc.want)
 		}
 	}
 }
@@ -141,7 +145,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"relative socket", func(o *Options) { o.Endpoint = "csi.sock" }, "absolute"},
 		{"mode", func(o *Options) { o.Mode = "both" }, "--mode"},
 		{"node without ID", func(o *Options) { o.NodeID = "" }, "--node-id"},
-		{"relative state dir", func(o *Options) { o.StateDir = "run" }, "--state-dir"},
+		{"mounter over tcp", func(o *Options) { o.MounterEndpoint = "tcp://127.0.0.1:1" }, "--mounter-endpoint"},
 		{"bad IAM", func(o *Options) { o.IAMEndpoint = "iam.cloud.ibm.com" }, "--iam-endpoint"},
 		{"empty audience", func(o *Options) { o.TokenAudience = " " }, "--token-audience"},
 	}

@@ -3,22 +3,23 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/klog/v2"
 
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 )
 
-// Deps are the driver's collaborators. Nil fields get the real
-// implementations; tests pass fakes.
+// Deps are the driver's collaborators, wired by cmd/cosmount-csi (or a
+// test): the node service needs Mounter and Verifier, the controller
+// Stores.
 type Deps struct {
-	Mounter  Mounter
+	// Mounter is the node's mounter (a mounterapi.Client in a cluster).
+	Mounter  mounterapi.Service
 	Verifier IdentityVerifier
 	Stores   StoreFactory
-	// Registry receives the RPC metrics (and, when created here, Go and
-	// process collectors).
+	// Registry receives the RPC metrics; nil means a new registry.
 	Registry *prometheus.Registry
 }
 
@@ -28,10 +29,6 @@ type Driver struct {
 	opts     Options
 	server   *Server
 	registry *prometheus.Registry
-	// gatherer is what the metrics endpoint serves: registry plus, on a
-	// node, the metrics of every volume's server.
-	gatherer prometheus.Gatherer
-	recover  func(context.Context) ([]mounter.Record, error)
 }
 
 // New validates opts and builds the services for its mode.
@@ -42,7 +39,6 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	d := &Driver{opts: opts, registry: deps.Registry}
 	if d.registry == nil {
 		d.registry = prometheus.NewRegistry()
-		d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	metrics, err := NewMetrics(d.registry)
 	if err != nil {
@@ -50,58 +46,35 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	}
 	var cs *ControllerService
 	if opts.runsController() {
-		stores := deps.Stores
-		if stores == nil {
-			stores = NewCOSStores(opts)
+		if deps.Stores == nil {
+			return nil, errors.New("controller mode needs an object store factory")
 		}
-		cs = NewControllerService(stores)
+		cs = NewControllerService(deps.Stores)
 	}
 	var ns *NodeService
 	if opts.runsNode() {
-		m := deps.Mounter
-		if m == nil {
-			real, err := mounter.New(mounter.Options{StateDir: opts.StateDir, Binary: opts.CosmountBinary, MountTimeout: opts.MountTimeout})
-			if err != nil {
-				return nil, err
-			}
-			m, d.recover = real, real.Recover
+		if deps.Mounter == nil || deps.Verifier == nil {
+			return nil, errors.New("node mode needs a mounter and an identity verifier")
 		}
-		v := deps.Verifier
-		if v == nil {
-			v = NewIAMVerifier()
-		}
-		ns = NewNodeService(opts, m, v)
-		d.gatherer = prometheus.Gatherers{d.registry, NewVolumeGatherer(m.Records, DefaultVolumeScrapeTimeout)}
-	} else {
-		d.gatherer = d.registry
+		ns = NewNodeService(opts, deps.Mounter, deps.Verifier)
 	}
 	d.server = NewServer(NewIdentityService(cs != nil), cs, ns, metrics)
 	return d, nil
 }
 
-// Gatherer returns what the metrics endpoint serves: the plugin's registry
-// and, in node mode, the per-volume metrics of the cosmount servers.
-func (d *Driver) Gatherer() prometheus.Gatherer { return d.gatherer }
+// Registry returns the registry the metrics endpoint serves.
+func (d *Driver) Registry() *prometheus.Registry { return d.registry }
 
-// Run adopts the servers of an earlier plugin instance, then serves CSI
-// (and metrics, if configured) until ctx ends. Stopping the plugin leaves
-// every mount and its server running: they are separate process groups.
+// Run serves CSI (and metrics, if configured) until ctx ends. The plugin
+// holds no mount state: stopping it leaves every mount with the mounter.
 func (d *Driver) Run(ctx context.Context) error {
-	if d.recover != nil {
-		adopted, err := d.recover(ctx)
-		if err != nil {
-			// A record that cannot be cleaned now is cleaned by its unpublish.
-			klog.ErrorS(err, "Recovering volumes of the previous plugin instance")
-		}
-		klog.InfoS("Recovered volumes", "running", len(adopted))
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 2)
 	running := 1
 	if d.opts.MetricsAddress != "" {
 		running++
-		go func() { errs <- ServeMetrics(ctx, d.opts.MetricsAddress, d.gatherer) }()
+		go func() { errs <- ServeMetrics(ctx, d.opts.MetricsAddress, d.registry) }()
 	}
 	go func() { errs <- d.server.Serve(ctx, d.opts.Endpoint) }()
 	var all []error
@@ -111,5 +84,9 @@ func (d *Driver) Run(ctx context.Context) error {
 		}
 		cancel() // one server ending stops the other
 	}
-	return errors.Join(all...)
+	if len(all) > 0 {
+		klog.ErrorS(errors.Join(all...), "cosmount-csi servers stopped")
+		return fmt.Errorf("serving: %w", errors.Join(all...))
+	}
+	return nil
 }

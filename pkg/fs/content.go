@@ -258,6 +258,7 @@ func (f *File) markDirtyLocked() {
 	f.content.fresh = false
 	f.attrMu.Lock()
 	f.meta.mtime = f.fs.now()
+	f.failReported = false // new changes no writer has heard about
 	f.attrMu.Unlock()
 	f.syncAttrLocked()
 	f.fs.setDirty(f, true)

@@ -27,17 +27,21 @@ type File struct {
 	content *content // guarded by mu; nil when the store holds the truth
 	opens   int      // guarded by mu: open handles
 
-	attrMu       sync.Mutex
-	info         cos.ObjectInfo // guarded by attrMu: the object as last seen
-	headed       bool           // guarded by attrMu: info carries metadata
-	exists       bool           // guarded by attrMu: the object is in the store
-	meta         attrMeta       // guarded by attrMu
-	fetchedAt    time.Time      // guarded by attrMu
-	hasContent   bool           // guarded by attrMu: mirrors content != nil
-	dirty        bool           // guarded by attrMu: mirrors content.dirty
-	contentSize  int64          // guarded by attrMu: mirrors content.size
-	lastOpenETag string         // guarded by attrMu
-	target       string         // guarded by attrMu: symlink target, once read
+	attrMu      sync.Mutex
+	info        cos.ObjectInfo // guarded by attrMu: the object as last seen
+	headed      bool           // guarded by attrMu: info carries metadata
+	exists      bool           // guarded by attrMu: the object is in the store
+	meta        attrMeta       // guarded by attrMu
+	fetchedAt   time.Time      // guarded by attrMu
+	hasContent  bool           // guarded by attrMu: mirrors content != nil
+	dirty       bool           // guarded by attrMu: mirrors content.dirty
+	contentSize int64          // guarded by attrMu: mirrors content.size
+	// failReported: the last upload of the current changes failed and a
+	// writer was told (close or fsync returned the error). Cleared by new
+	// changes and by a successful upload. Guarded by attrMu.
+	failReported bool
+	lastOpenETag string // guarded by attrMu
+	target       string // guarded by attrMu: symlink target, once read
 }
 
 var (
@@ -106,6 +110,9 @@ func (f *File) syncAttrLocked() {
 	c := f.content
 	f.hasContent = c != nil
 	f.dirty = c != nil && c.dirty
+	if !f.dirty {
+		f.failReported = false
+	}
 	if c != nil {
 		f.contentSize = c.size
 	}
@@ -360,10 +367,22 @@ func (f *File) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 	// fsync uploading the whole file again.
 	if c := f.content; c != nil && c.dirty && c.kind == inMemory && c.size >= minCopyPart {
 		if err := f.startStreamLocked(ctx); err != nil {
-			return f.fs.fail("fsync", key, err)
+			return f.fs.fail("fsync", key, f.reportedLocked(err))
 		}
 	}
-	return f.fs.fail("fsync", key, f.flushLocked(ctx))
+	return f.fs.fail("fsync", key, f.reportedLocked(f.flushLocked(ctx)))
+}
+
+// reportedLocked notes that err, the result of an upload, is returned to a
+// writer: the file's unsaved changes then no longer hold up an unpublish
+// (see FS.Pending). Requires f.mu.
+func (f *File) reportedLocked(err error) error {
+	if err != nil {
+		f.attrMu.Lock()
+		f.failReported = f.dirty
+		f.attrMu.Unlock()
+	}
+	return err
 }
 
 // Readlink returns an s3fs symlink's target (the object's body).

@@ -13,6 +13,8 @@ import (
 	"bazil.org/fuse"
 	fusefs "bazil.org/fuse/fs"
 	"k8s.io/klog/v2"
+
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // FS is the filesystem; it implements bazil's fs.FS and fs.FSStatfser.
@@ -109,6 +111,33 @@ func (f *FS) Flush(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Pending reports the files with unsaved changes, split by whether a writer
+// was told that their upload failed.
+func (f *FS) Pending() volume.Pending {
+	f.mu.Lock()
+	files := make([]*File, 0, len(f.dirty))
+	for file := range f.dirty {
+		files = append(files, file)
+	}
+	f.mu.Unlock()
+	var p volume.Pending
+	for _, file := range files {
+		file.attrMu.Lock()
+		dirty, size, reported := file.dirty, file.contentSize, file.failReported
+		file.attrMu.Unlock()
+		switch {
+		case !dirty:
+		case reported:
+			p.FailedFiles++
+			p.FailedBytes += size
+		default:
+			p.Files++
+			p.Bytes += size
+		}
+	}
+	return p
 }
 
 func (f *FS) nextInode() uint64 { return f.inodes.Add(1) }

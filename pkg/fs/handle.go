@@ -132,7 +132,7 @@ func (h *fileHandle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 		return nil
 	}
 	key, _ := f.key()
-	return f.fs.fail("flush", key, f.flushLocked(ctx))
+	return f.fs.fail("flush", key, f.reportedLocked(f.flushLocked(ctx)))
 }
 
 // Release (last close of the description) retries a failed upload once

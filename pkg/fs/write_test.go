@@ -12,6 +12,7 @@ import (
 
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/fs/memstore"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 func TestConcurrentWriters(t *testing.T) {
@@ -181,5 +182,49 @@ func TestReadOnlyNodesRefuseWrites(t *testing.T) {
 	}
 	if err := root.Remove(ctx, &fuseRemove); err != syscall.EROFS {
 		t.Errorf("remove: %v", err)
+	}
+}
+
+// Pending tells changes that no writer has heard about (an unpublish must
+// wait for them) from failed uploads whose writer was told by close/fsync.
+func TestPendingSplitsReportedFailures(t *testing.T) {
+	store := memstore.New()
+	m, mnt := mountT(t, store, testOptions())
+	want := func(step string, p volume.Pending) {
+		t.Helper()
+		if got := m.FS().Pending(); got != p {
+			t.Fatalf("%s: Pending = %+v, want %+v", step, got, p)
+		}
+	}
+	want("idle", volume.Pending{})
+
+	f, err := createRaw(filepath.Join(mnt, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("12345"); err != nil {
+		t.Fatal(err)
+	}
+	want("written, not closed", volume.Pending{Files: 1, Bytes: 5})
+
+	store.FailOp(memstore.OpPut, fmt.Errorf("injected: %w", cos.ErrUnavailable))
+	wantErrno(t, "fsync", f.Sync(), syscall.EIO)
+	want("fsync failed and said so", volume.Pending{FailedFiles: 1, FailedBytes: 5})
+
+	if _, err := f.WriteString("678"); err != nil {
+		t.Fatal(err)
+	}
+	want("new changes after the reported failure", volume.Pending{Files: 1, Bytes: 8})
+
+	wantErrno(t, "close", f.Close(), syscall.EIO)
+	want("close failed and said so", volume.Pending{FailedFiles: 1, FailedBytes: 8})
+
+	store.SetFault(nil)
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want("flushed", volume.Pending{})
+	if body, _ := object(t, store, "a"); body != "12345678" {
+		t.Errorf("object = %q", body)
 	}
 }

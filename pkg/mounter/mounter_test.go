@@ -1,6 +1,7 @@
 package mounter
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,13 +10,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cosmount/cosmount/pkg/mounterapi"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // fakeBinary is the testdata/fakemount server, built once by TestMain.
@@ -55,41 +64,86 @@ func needFUSE(t *testing.T) {
 	}
 }
 
-func newTestMounter(t *testing.T, stateDir string) *Mounter {
+// syncBuffer collects the servers' log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// stateDir is short: control sockets live in it.
+func stateDir(t *testing.T) string {
 	t.Helper()
-	m, err := New(Options{StateDir: stateDir, Binary: fakeBinary, MountTimeout: 30 * time.Second, StopTimeout: 20 * time.Second})
+	dir, err := os.MkdirTemp("", "mt-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
-// testVolume returns a trusted-profile volume on a fresh target directory and
-// registers a cleanup that removes any mount or server left by a failed test.
-func testVolume(t *testing.T, m *Mounter, name string) Volume {
+func newTestMounter(t *testing.T, state string, tweak ...func(*Options)) *Mounter {
 	t.Helper()
-	target := filepath.Join(t.TempDir(), name)
-	if err := os.Mkdir(target, 0o750); err != nil {
+	logs := &syncBuffer{}
+	opts := Options{StateDir: state, Binary: fakeBinary, MountTimeout: 30 * time.Second, StopTimeout: 20 * time.Second, ProbeTimeout: 2 * time.Second, Log: logs}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	m, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Recover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := m.Unmount(context.Background(), target); err != nil {
-			t.Errorf("cleanup unmount: %v", err)
-			unix.Unmount(target, unix.MNT_DETACH)
+		m.Close()
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return Volume{
-		VolumeID:    "vol-" + name,
-		Target:      target,
-		Bucket:      "bucket",
-		Prefix:      "team/a",
-		Endpoint:    "http://127.0.0.1:1",
-		Region:      "us-south",
-		IAMEndpoint: "http://127.0.0.1:2",
-		Auth:        AuthTrustedProfile,
-		ProfileID:   "Profile-1",
-		Options:     []string{"uid=1000", "allow_other"},
-		Credentials: Credentials{CRToken: "pod-token-one"},
+	return m
+}
+
+// testRequest returns a trusted-profile publish on a fresh target (not yet
+// created: the mounter makes it) and registers a cleanup that stops any
+// server and mount a failed test left behind.
+func testRequest(t *testing.T, m *Mounter, name string) *mounterapi.PublishRequest {
+	t.Helper()
+	target := filepath.Join(t.TempDir(), name)
+	t.Cleanup(func() { cleanupTarget(t, m, target) })
+	o := volume.DefaultOptions()
+	o.UID, o.AllowOther = 1000, true
+	return &mounterapi.PublishRequest{
+		Spec: volume.Spec{
+			VolumeID: "vol-" + name, Target: target, Bucket: "bucket", Prefix: "team/a",
+			Endpoint: "http://127.0.0.1:1", Region: "us-south", IAMEndpoint: "http://127.0.0.1:2",
+			Auth: volume.AuthTrustedProfile, Profile: volume.Profile{ID: "Profile-1"}, Options: o,
+		},
+		Credentials: volume.Credentials{CRToken: "pod-token-one"},
+	}
+}
+
+// cleanupTarget kills whatever server the record names and detaches the mount.
+func cleanupTarget(t *testing.T, m *Mounter, target string) {
+	if rec, _ := readRecord(m.volumeDir(target)); rec != nil {
+		_ = syscall.Kill(rec.PID, syscall.SIGCONT)
+		_ = killGroup(rec.PID, rec.ProcStart)
+		_ = removeCgroup(rec.Cgroup)
+	}
+	if mi, _ := mountAt(target); mi != nil {
+		_ = unix.Unmount(target, unix.MNT_DETACH)
 	}
 }
 
@@ -107,337 +161,485 @@ func sum(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
-func TestMountUpdateUnmount(t *testing.T) {
-	needFUSE(t)
-	ctx := context.Background()
-	stateDir := filepath.Join(t.TempDir(), "state")
-	m := newTestMounter(t, stateDir)
-	v := testVolume(t, m, "t1")
-
-	if err := m.Mount(ctx, v); err != nil {
-		t.Fatalf("Mount: %v", err)
+func wantCode(t *testing.T, what string, err error, code codes.Code, parts ...string) {
+	t.Helper()
+	if status.Code(err) != code {
+		t.Fatalf("%s: %v, want %s", what, err, code)
 	}
-	st, err := m.Status(v.Target)
-	if err != nil || st.State != Healthy || st.Record == nil {
-		t.Fatalf("Status after mount = %+v, %v; want healthy with a record", st, err)
-	}
-	rec := st.Record
-	if rec.VolumeID != v.VolumeID || rec.Target != v.Target || rec.Auth != AuthTrustedProfile {
-		t.Errorf("record = %+v", rec)
-	}
-	pid := readMountFile(t, v.Target, "pid")
-	if pid != strconv.Itoa(rec.PID) {
-		t.Errorf("server pid %s, record pid %d", pid, rec.PID)
-	}
-	if got := readMountFile(t, v.Target, "source"); got != "bucket:/team/a" {
-		t.Errorf("source = %q", got)
-	}
-	wantSock := filepath.Join(m.volumeDir(v.Target), metricsSocketFile)
-	if rec.MetricsSocket != wantSock {
-		t.Errorf("record metrics socket = %q, want %q", rec.MetricsSocket, wantSock)
-	}
-	if got := readMountFile(t, v.Target, "metrics"); got != wantSock {
-		t.Errorf("server got --metrics-socket %q, want %q", got, wantSock)
-	}
-	if got := readMountFile(t, v.Target, "env"); got != "PATH" {
-		t.Errorf("server environment = %q, want only PATH", got)
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", rec.PID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(cmdline), "pod-token-one") {
-		t.Error("the token is on the server's command line")
-	}
-	dir := m.volumeDir(v.Target)
-	for path, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, filepath.Join(dir, "token"): 0o600, filepath.Join(dir, recordFile): 0o600} {
-		fi, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Fatalf("%s: %v, want it to mention %q", what, err, p)
 		}
-		if fi.Mode() != want {
-			t.Errorf("%s mode %v, want %v", path, fi.Mode(), want)
-		}
-	}
-	if got := readMountFile(t, v.Target, "credsum"); got != sum("pod-token-one") {
-		t.Errorf("server sees credential %s, want the first token", got)
-	}
-	if !m.Compatible(v, rec) {
-		t.Error("the same volume is not compatible with its own record")
-	}
-	ro := v
-	ro.Options = append([]string{"ro"}, v.Options...)
-	if m.Compatible(ro, rec) {
-		t.Error("a read-only publish is compatible with a read-write one")
-	}
-
-	// Republish: only the credential file changes; the same process serves it.
-	same, err := m.SameCredentials(v.Target, Credentials{CRToken: "pod-token-one"})
-	if err != nil || !same {
-		t.Errorf("SameCredentials(first token) = %v, %v", same, err)
-	}
-	same, err = m.SameCredentials(v.Target, Credentials{CRToken: "pod-token-two"})
-	if err != nil || same {
-		t.Errorf("SameCredentials(second token) = %v, %v", same, err)
-	}
-	if err := m.UpdateCredentials(v.Target, Credentials{CRToken: "pod-token-two"}); err != nil {
-		t.Fatalf("UpdateCredentials: %v", err)
-	}
-	if got := readMountFile(t, v.Target, "credsum"); got != sum("pod-token-two") {
-		t.Errorf("server sees credential %s after the update, want the second token", got)
-	}
-	if got := readMountFile(t, v.Target, "pid"); got != pid {
-		t.Errorf("server pid changed from %s to %s on a credential update", pid, got)
-	}
-	if err := m.UpdateCredentials(v.Target, Credentials{}); err == nil {
-		t.Error("UpdateCredentials accepted an empty token")
-	}
-
-	if err := m.Mount(ctx, v); !errors.Is(err, ErrTargetBusy) {
-		t.Errorf("second Mount = %v, want ErrTargetBusy", err)
-	}
-
-	if err := m.Unmount(ctx, v.Target); err != nil {
-		t.Fatalf("Unmount: %v", err)
-	}
-	assertGone(t, m, v.Target, rec)
-	if err := m.Unmount(ctx, v.Target); err != nil {
-		t.Errorf("second Unmount = %v, want success", err)
-	}
-	if err := m.UpdateCredentials(v.Target, Credentials{CRToken: "x"}); !errors.Is(err, ErrNotPublished) {
-		t.Errorf("UpdateCredentials after unmount = %v, want ErrNotPublished", err)
 	}
 }
 
-// assertGone checks that nothing of a volume is left: mount, process, state.
-func assertGone(t *testing.T, m *Mounter, target string, rec *Record) {
+func publish(t *testing.T, m *Mounter, req *mounterapi.PublishRequest) *mounterapi.PublishResponse {
 	t.Helper()
-	st, err := m.Status(target)
-	if err != nil || st.State != NotMounted || st.Record != nil {
-		t.Errorf("Status = %+v, %v; want not mounted, no record", st, err)
+	resp, err := m.Publish(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Publish %s: %v", req.Spec.Target, err)
 	}
-	if rec != nil && procAlive(rec.PID, rec.ProcStart) {
-		t.Errorf("server %d still runs", rec.PID)
+	return resp
+}
+
+func unpublish(t *testing.T, m *Mounter, target string) {
+	t.Helper()
+	if _, err := m.Unpublish(context.Background(), &mounterapi.UnpublishRequest{Target: target}); err != nil {
+		t.Fatalf("Unpublish %s: %v", target, err)
+	}
+}
+
+// assertClean checks that nothing of target is left: no mount, no
+// directory, no state, no process.
+func assertClean(t *testing.T, m *Mounter, target string, pid int) {
+	t.Helper()
+	if mi, _ := mountAt(target); mi != nil {
+		t.Errorf("%s is still mounted (%s)", target, mi.FSType)
+	}
+	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("target %s still exists: %v", target, err)
 	}
 	if _, err := os.Stat(m.volumeDir(target)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("state directory still there: %v", err)
+		t.Errorf("state of %s still exists: %v", target, err)
 	}
-}
-
-func TestMountFailuresLeaveNothing(t *testing.T) {
-	needFUSE(t)
-	tests := []struct {
-		name    string
-		option  string
-		timeout time.Duration
-		want    string
-	}{
-		{name: "server exits", option: "fake_fail", timeout: 30 * time.Second, want: "failing as asked"},
-		{name: "never mounts", option: "fake_nomount", timeout: 2 * time.Second, want: "timed out"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			m, err := New(Options{StateDir: filepath.Join(t.TempDir(), "state"), Binary: fakeBinary, MountTimeout: tc.timeout, StopTimeout: 10 * time.Second})
-			if err != nil {
-				t.Fatal(err)
+	if pid > 0 {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			// A child that exited may still be a zombie until Wait reaps it.
+			if state, _, ok, _ := procState(pid); ok && state != 'Z' {
+				t.Errorf("server %d still runs", pid)
 			}
-			v := testVolume(t, m, "f")
-			v.Options = append(v.Options, tc.option)
-			err = m.Mount(context.Background(), v)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Mount = %v, want an error containing %q", err, tc.want)
-			}
-			if strings.Contains(err.Error(), "pod-token-one") {
-				t.Error("the error contains the token")
-			}
-			assertGone(t, m, v.Target, nil)
-			if out, _ := exec.Command("pgrep", "-f", v.Target).Output(); len(out) > 0 {
-				t.Errorf("a server for %s still runs: pids %s", v.Target, out)
-			}
-		})
-	}
-}
-
-func TestDeadMountIsCleanedUp(t *testing.T) {
-	needFUSE(t)
-	ctx := context.Background()
-	m := newTestMounter(t, filepath.Join(t.TempDir(), "state"))
-	v := testVolume(t, m, "dead")
-	if err := m.Mount(ctx, v); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := m.Status(v.Target)
-	rec := st.Record
-	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if !waitGone(ctx, rec.PID, rec.ProcStart, 20*time.Second) {
-		t.Fatal("killed server did not exit")
-	}
-	st, err := m.Status(v.Target)
-	if err != nil || st.State != Dead {
-		t.Fatalf("Status after the server crashed = %v, %v; want dead", st.State, err)
-	}
-	if _, err := os.ReadDir(v.Target); !isDeadMountErr(err) {
-		t.Errorf("reading a dead mount = %v, want ENOTCONN", err)
-	}
-	if err := m.Unmount(ctx, v.Target); err != nil {
-		t.Fatalf("Unmount of a dead mount: %v", err)
-	}
-	assertGone(t, m, v.Target, rec)
-}
-
-func TestRecoverAfterPluginRestart(t *testing.T) {
-	needFUSE(t)
-	ctx := context.Background()
-	stateDir := filepath.Join(t.TempDir(), "state")
-	before := newTestMounter(t, stateDir)
-	alive := testVolume(t, before, "alive")
-	crashed := testVolume(t, before, "crashed")
-	for _, v := range []Volume{alive, crashed} {
-		if err := before.Mount(ctx, v); err != nil {
-			t.Fatal(err)
 		}
 	}
-	stAlive, _ := before.Status(alive.Target)
-	stCrashed, _ := before.Status(crashed.Target)
-	syscall.Kill(stCrashed.Record.PID, syscall.SIGKILL)
-	waitGone(ctx, stCrashed.Record.PID, stCrashed.Record.ProcStart, 20*time.Second)
-
-	// A new Mounter over the same state directory is what a restarted plugin has.
-	after := newTestMounter(t, stateDir)
-	adopted, err := after.Recover(ctx)
-	if err != nil {
-		t.Fatalf("Recover: %v", err)
-	}
-	if len(adopted) != 1 || adopted[0].Target != alive.Target || adopted[0].PID != stAlive.Record.PID {
-		t.Fatalf("adopted %+v, want only %s", adopted, alive.Target)
-	}
-	assertGone(t, after, crashed.Target, stCrashed.Record)
-	if got := readMountFile(t, alive.Target, "pid"); got != strconv.Itoa(stAlive.Record.PID) {
-		t.Errorf("adopted server pid %s", got)
-	}
-	if err := after.UpdateCredentials(alive.Target, Credentials{CRToken: "renewed"}); err != nil {
-		t.Fatal(err)
-	}
-	if got := readMountFile(t, alive.Target, "credsum"); got != sum("renewed") {
-		t.Error("adopted server does not see the renewed token")
-	}
-	if err := after.Unmount(ctx, alive.Target); err != nil {
-		t.Fatalf("Unmount after restart: %v", err)
-	}
-	assertGone(t, after, alive.Target, stAlive.Record)
 }
 
-func TestArgs(t *testing.T) {
-	base := Volume{Target: "/t", Bucket: "b", Endpoint: "http://e", IAMEndpoint: "http://i"}
-	tests := []struct {
-		name   string
-		modify func(*Volume)
-		want   string
-	}{
-		{"profile id", func(v *Volume) { v.Auth, v.ProfileID = AuthTrustedProfile, "P-1" },
-			"mount --foreground --endpoint http://e --iam-endpoint http://i --trusted-profile-id P-1 --cr-token-file /s/token b /t"},
-		{"profile name with region and prefix", func(v *Volume) {
-			v.Auth, v.ProfileName, v.Region, v.Prefix = AuthTrustedProfile, "writer", "us-south", "/a/b/"
-		}, "mount --foreground --endpoint http://e --region us-south --iam-endpoint http://i --trusted-profile-name writer --cr-token-file /s/token b:/a/b /t"},
-		{"profile crn with options", func(v *Volume) {
-			v.Auth, v.ProfileCRN, v.Options = AuthTrustedProfile, "crn:v1:x", []string{"ro", "uid=1"}
-		}, "mount --foreground --endpoint http://e --iam-endpoint http://i --trusted-profile-crn crn:v1:x --cr-token-file /s/token -o ro,uid=1 b /t"},
-		{"api key", func(v *Volume) { v.Auth = AuthAPIKey },
-			"mount --foreground --endpoint http://e --iam-endpoint http://i --api-key-file /s/apikey b /t"},
-		{"hmac has no IAM endpoint", func(v *Volume) { v.Auth = AuthHMAC },
-			"mount --foreground --endpoint http://e --hmac-credentials-file /s/hmac b /t"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			v := base
-			tc.modify(&v)
-			got := strings.Join(v.Args("/s/"+credentialFileName(v.Auth)), " ")
-			if got != tc.want {
-				t.Errorf("args:\n got %s\nwant %s", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestWithMetricsSocket(t *testing.T) {
-	v := Volume{Target: "/t", Bucket: "b", Endpoint: "http://e", Auth: AuthHMAC}
-	args := v.Args("/s/hmac")
-	got := strings.Join(withMetricsSocket(args, "/s/metrics.sock"), " ")
-	want := "mount --metrics-socket /s/metrics.sock --foreground --endpoint http://e --hmac-credentials-file /s/hmac b /t"
-	if got != want {
-		t.Errorf("args:\n got %s\nwant %s", got, want)
-	}
-	if strings.Join(args, " ") != "mount --foreground --endpoint http://e --hmac-credentials-file /s/hmac b /t" {
-		t.Errorf("withMetricsSocket modified its input: %v", args)
-	}
-}
-
-// A state directory too deep for a unix socket path must not stop the
-// volume from mounting; it only goes without metrics.
-func TestMetricsSocketPathTooLong(t *testing.T) {
+func TestPublishRepublishUnpublish(t *testing.T) {
 	needFUSE(t)
 	ctx := context.Background()
-	stateDir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
-	m := newTestMounter(t, stateDir)
-	v := testVolume(t, m, "long")
-	if err := m.Mount(ctx, v); err != nil {
-		t.Fatalf("Mount: %v", err)
+	m := newTestMounter(t, stateDir(t))
+	req := testRequest(t, m, "t1")
+	target := req.Spec.Target
+
+	resp := publish(t, m, req)
+	if resp.Action != mounterapi.ActionMounted || resp.Volume.State != mounterapi.StateHealthy {
+		t.Fatalf("first publish: %+v", resp)
 	}
-	st, err := m.Status(v.Target)
-	if err != nil || st.State != Healthy || st.Record == nil {
-		t.Fatalf("Status = %+v, %v; want healthy with a record", st, err)
+	pid := readMountFile(t, target, "pid")
+	if pid != strconv.Itoa(resp.Volume.PID) {
+		t.Errorf("status pid %d, server says %s", resp.Volume.PID, pid)
 	}
-	if st.Record.MetricsSocket != "" {
-		t.Errorf("record metrics socket = %q, want none for a path over %d bytes", st.Record.MetricsSocket, maxSocketPath)
+	if got := readMountFile(t, target, "credsum"); got != sum("pod-token-one") {
+		t.Errorf("credential file holds the wrong token")
 	}
-	if got := readMountFile(t, v.Target, "metrics"); got != "" {
-		t.Errorf("server got --metrics-socket %q, want none", got)
+	args := readMountFile(t, target, "args")
+	for _, want := range []string{"-o\nuid=1000,allow_other", "bucket:/team/a\n" + target, "--control-socket", "--volume-id\nvol-t1"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("server argv lacks %q:\n%s", want, args)
+		}
 	}
-	if !m.Compatible(v, st.Record) {
-		t.Error("the volume is not compatible with its own record")
+	if strings.Contains(args, "pod-token-one") || strings.Contains(readMountFile(t, target, "env"), "pod-token-one") {
+		t.Error("the token is on the server's command line or in its environment")
+	}
+	fi, err := os.Stat(filepath.Join(m.volumeDir(target), "token"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("credential file: %v, mode %v", err, fi.Mode())
+	}
+
+	// The same publish again (kubelet's periodic republish, token unchanged).
+	if resp := publish(t, m, req); resp.Action != mounterapi.ActionUnchanged {
+		t.Errorf("republish with the same token: %s", resp.Action)
+	}
+	// A renewed token replaces only the credential file.
+	req.Credentials.CRToken = "pod-token-two"
+	if resp := publish(t, m, req); resp.Action != mounterapi.ActionCredentialsUpdated {
+		t.Errorf("republish with a new token: %s", resp.Action)
+	}
+	if got := readMountFile(t, target, "credsum"); got != sum("pod-token-two") {
+		t.Errorf("new token not installed")
+	}
+	if got := readMountFile(t, target, "pid"); got != pid {
+		t.Errorf("republish restarted the server: %s -> %s", pid, got)
+	}
+	// Options in another order with an explicit default are the same volume.
+	same := *req
+	same.Spec.Options.PartSize = volume.DefaultOptions().PartSize
+	if resp := publish(t, m, &same); resp.Action != mounterapi.ActionUnchanged {
+		t.Errorf("equivalent spec: %s", resp.Action)
+	}
+	// A different volume on the same target is refused and changes nothing.
+	other := *req
+	other.Spec.Bucket = "other-bucket"
+	other.Spec.Options.ReadOnly = true
+	_, err = m.Publish(ctx, &other)
+	wantCode(t, "different volume", err, codes.AlreadyExists, "bucketName", "mount options")
+
+	st, err := m.Status(ctx, &mounterapi.StatusRequest{Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != mounterapi.StateHealthy || st.Usage == nil || st.Pending == nil || st.Pending.Files != 0 || st.Spec.Bucket != "bucket" {
+		t.Errorf("status %+v", st)
+	}
+	if st.CredentialsDigest != req.Credentials.Digest(volume.AuthTrustedProfile) {
+		t.Error("status digest is not the installed credentials'")
+	}
+	list, err := m.List(ctx, &mounterapi.ListRequest{})
+	if err != nil || len(list.Volumes) != 1 || list.Volumes[0].Target != target {
+		t.Errorf("List = %+v, %v", list, err)
+	}
+
+	unpublish(t, m, target)
+	p, _ := strconv.Atoi(pid)
+	assertClean(t, m, target, p)
+	_, err = m.Status(ctx, &mounterapi.StatusRequest{Target: target})
+	wantCode(t, "status after unpublish", err, codes.NotFound)
+	// Unpublish is idempotent.
+	if r, err := m.Unpublish(ctx, &mounterapi.UnpublishRequest{Target: target}); err != nil || r.Action != mounterapi.ActionNotPublished {
+		t.Errorf("second unpublish: %+v, %v", r, err)
 	}
 }
 
-func TestValidate(t *testing.T) {
-	good := Volume{Target: "/t", Bucket: "b", Endpoint: "http://e", IAMEndpoint: "http://i", Auth: AuthTrustedProfile, ProfileID: "P", Credentials: Credentials{CRToken: "t"}}
-	tests := []struct {
+func TestPublishRefusesBadRequests(t *testing.T) {
+	m := newTestMounter(t, stateDir(t), func(o *Options) { o.ServerMemoryLimit = 256 * volume.MiB })
+	for _, tc := range []struct {
 		name   string
-		modify func(*Volume)
-		ok     bool
+		mutate func(*mounterapi.PublishRequest)
+		want   string
 	}{
-		{"good", func(v *Volume) {}, true},
-		{"relative target", func(v *Volume) { v.Target = "t" }, false},
-		{"no bucket", func(v *Volume) { v.Bucket = "" }, false},
-		{"two profiles", func(v *Volume) { v.ProfileName = "n" }, false},
-		{"no token", func(v *Volume) { v.Credentials.CRToken = " \n" }, false},
-		{"comma in option", func(v *Volume) { v.Options = []string{"a,b"} }, false},
-		{"hmac", func(v *Volume) {
-			v.Auth, v.ProfileID, v.IAMEndpoint = AuthHMAC, "", ""
-			v.Credentials = Credentials{AccessKeyID: "k", SecretAccessKey: "s"}
-		}, true},
-		{"hmac key with colon", func(v *Volume) {
-			v.Auth = AuthHMAC
-			v.Credentials = Credentials{AccessKeyID: "k:x", SecretAccessKey: "s"}
-		}, false},
-		{"api key without IAM", func(v *Volume) {
-			v.Auth, v.IAMEndpoint, v.Credentials = AuthAPIKey, "", Credentials{APIKey: "k"}
-		}, false},
-		{"unknown auth", func(v *Volume) { v.Auth = "x" }, false},
-	}
-	for _, tc := range tests {
+		{"relative target", func(r *mounterapi.PublishRequest) { r.Spec.Target = "rel" }, "target"},
+		{"bad bucket", func(r *mounterapi.PublishRequest) { r.Spec.Bucket = "B" }, "bucketName"},
+		{"no token", func(r *mounterapi.PublishRequest) { r.Credentials.CRToken = " " }, "credentials"},
+		{"small part", func(r *mounterapi.PublishRequest) { r.Spec.Options.PartSize = volume.MiB }, "part_size"},
+		{"over budget", func(r *mounterapi.PublishRequest) { r.Spec.Options.MemoryLimit = 512 * volume.MiB }, "memory_limit"},
+		{"node option", func(r *mounterapi.PublishRequest) { r.Spec.Options.TempDir = "/etc" }, "temp_dir"},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := good
-			tc.modify(&v)
-			if err := v.Validate(); (err == nil) != tc.ok {
-				t.Errorf("Validate = %v, want ok=%v", err, tc.ok)
+			req := testRequest(t, m, "bad")
+			tc.mutate(req)
+			_, err := m.Publish(context.Background(), req)
+			wantCode(t, tc.name, err, codes.InvalidArgument, tc.want)
+			if _, err := os.Stat(req.Spec.Target); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused publish created the target: %v", err)
 			}
 		})
 	}
-	if s := fmt.Sprintf("%v %+v %#v", good.Credentials, good, good); strings.Contains(s, "t}") && strings.Contains(s, "CRToken") {
-		t.Errorf("credentials are formatted: %s", s)
+}
+
+func TestPublishFailuresLeaveNothing(t *testing.T) {
+	needFUSE(t)
+	m := newTestMounter(t, stateDir(t), func(o *Options) { o.MountTimeout = 3 * time.Second })
+	for _, tc := range []struct {
+		bucket string
+		code   codes.Code
+		want   string
+	}{
+		{"fake-fail", codes.Internal, "failing as asked"},
+		{"fake-silent", codes.Internal, "exited before its mount was live"},
+		{"fake-hang", codes.DeadlineExceeded, "did not report its mount live"},
+	} {
+		t.Run(tc.bucket, func(t *testing.T) {
+			req := testRequest(t, m, "f")
+			req.Spec.Bucket = tc.bucket
+			_, err := m.Publish(context.Background(), req)
+			wantCode(t, tc.bucket, err, tc.code, tc.want)
+			assertClean(t, m, req.Spec.Target, 0)
+			m.mu.Lock()
+			n := len(m.servers)
+			m.mu.Unlock()
+			if n != 0 {
+				t.Errorf("%d servers still tracked", n)
+			}
+		})
 	}
+}
+
+func TestUnpublishWaitsForUploads(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	m := newTestMounter(t, stateDir(t))
+	req := testRequest(t, m, "up")
+	resp := publish(t, m, req)
+	target := req.Spec.Target
+	pending := filepath.Join(m.volumeDir(target), "fake-pending")
+	if err := os.WriteFile(pending, []byte("2 3145728"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Status(ctx, &mounterapi.StatusRequest{Target: target})
+	if err != nil || st.Pending == nil || st.Pending.Files != 2 {
+		t.Fatalf("status with uploads pending: %+v, %v", st, err)
+	}
+	_, err = m.Unpublish(ctx, &mounterapi.UnpublishRequest{Target: target})
+	wantCode(t, "unpublish while uploading", err, codes.Unavailable, "vol-up", "2 file(s), 3MiB, not yet uploaded")
+	if readMountFile(t, target, "pid") != strconv.Itoa(resp.Volume.PID) {
+		t.Fatal("the server is gone while it had uploads pending")
+	}
+	if _, err := os.Stat(pending); !errors.Is(err, os.ErrNotExist) {
+		t.Error("the unpublish did not ask the server to flush")
+	}
+	if got := testutil.ToFloat64(m.metrics.unpublishWaits); got != 1 {
+		t.Errorf("unpublish waits = %v", got)
+	}
+	// The uploads are done (the fake flushed): the retry succeeds.
+	unpublish(t, m, target)
+	assertClean(t, m, target, resp.Volume.PID)
+}
+
+// A server that does not exit after SIGTERM although nothing is pending is
+// killed; one that answers nothing is never killed.
+func TestUnpublishStubbornAndStoppedServers(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	m := newTestMounter(t, stateDir(t), func(o *Options) { o.StopTimeout = time.Second })
+
+	stubborn := testRequest(t, m, "stubborn")
+	stubborn.Spec.Bucket = "fake-stubborn"
+	r := publish(t, m, stubborn)
+	unpublish(t, m, stubborn.Spec.Target)
+	assertClean(t, m, stubborn.Spec.Target, r.Volume.PID)
+
+	stopped := testRequest(t, m, "stopped")
+	r = publish(t, m, stopped)
+	if err := syscall.Kill(r.Volume.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.Unpublish(ctx, &mounterapi.UnpublishRequest{Target: stopped.Spec.Target})
+	wantCode(t, "unpublish of a stopped server", err, codes.Unavailable, "does not answer")
+	if state, _, ok, _ := procState(r.Volume.PID); !ok || state == 'Z' {
+		t.Fatal("a server that did not answer was stopped")
+	}
+	if err := syscall.Kill(r.Volume.PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	unpublish(t, m, stopped.Spec.Target)
+	assertClean(t, m, stopped.Spec.Target, r.Volume.PID)
+}
+
+// threads is this process's OS thread count.
+func threads(t *testing.T) int {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatal("no Threads line")
+	return 0
+}
+
+// Status calls against a SIGSTOPped server fail fast and do not pile up
+// threads or goroutines in the mounter.
+func TestStoppedServerCostsBoundedThreads(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	m := newTestMounter(t, stateDir(t), func(o *Options) { o.ProbeTimeout = 200 * time.Millisecond })
+	req := testRequest(t, m, "sigstop")
+	r := publish(t, m, req)
+	if err := syscall.Kill(r.Volume.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(r.Volume.PID, syscall.SIGCONT) })
+	baseThreads, baseGoroutines := threads(t), runtime.NumGoroutine()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < 500; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := m.Status(ctx, &mounterapi.StatusRequest{Target: req.Spec.Target})
+			if err != nil || st.State != mounterapi.StateUnresponsive {
+				t.Errorf("status of a stopped server: %+v, %v", st, err)
+			}
+		}()
+		if i%50 == 49 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 2*time.Minute {
+		t.Errorf("500 status calls took %s", d)
+	}
+	// One statfs is stuck in the kernel (one goroutine, one thread); the
+	// rest waited for it. Allow a little slack for the runtime's own.
+	if got := threads(t); got > baseThreads+4 {
+		t.Errorf("threads grew from %d to %d", baseThreads, got)
+	}
+	if got := runtime.NumGoroutine(); got > baseGoroutines+4 {
+		t.Errorf("goroutines grew from %d to %d", baseGoroutines, got)
+	}
+	syscall.Kill(r.Volume.PID, syscall.SIGCONT)
+	unpublish(t, m, req.Spec.Target)
+}
+
+// waitState polls Status until the volume is in state.
+func waitState(t *testing.T, m *Mounter, target string, state mounterapi.State) *mounterapi.VolumeStatus {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := m.Status(context.Background(), &mounterapi.StatusRequest{Target: target})
+		if err == nil && st.State == state {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never became %s: %+v, %v", target, state, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestDeadServerIsReportedUntilUnpublished(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	m := newTestMounter(t, stateDir(t))
+	req := testRequest(t, m, "dead")
+	r := publish(t, m, req)
+	target := req.Spec.Target
+	if err := syscall.Kill(r.Volume.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, m, target, mounterapi.StateDead)
+	// The watcher records it; until then a probe already says dead.
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Reason != "ServerKilled" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		st = waitState(t, m, target, mounterapi.StateDead)
+	}
+	if st.Reason != "ServerKilled" || !strings.Contains(st.Message, "signal 9") || st.Died == nil {
+		t.Errorf("dead status %+v", st)
+	}
+	if got := testutil.ToFloat64(m.metrics.deaths.WithLabelValues("ServerKilled")); got != 1 {
+		t.Errorf("deaths{ServerKilled} = %v", got)
+	}
+	// The dead mount stays: the pod sees ENOTCONN, not the directory beneath.
+	if mi, _ := mountAt(target); mi == nil {
+		t.Error("the dead mount was removed before the unpublish")
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(target, &sfs); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("statfs of the dead mount: %v, want ENOTCONN", err)
+	}
+	// A republish does not paper over it.
+	_, err := m.Publish(ctx, req)
+	wantCode(t, "republish of a dead volume", err, codes.FailedPrecondition, "signal 9", "until the pod is deleted")
+	// A new mounter (restart) still knows.
+	m2 := newTestMounter(t, m.opts.StateDir)
+	if st := waitState(t, m2, target, mounterapi.StateDead); st.Reason != "ServerKilled" {
+		t.Errorf("after a mounter restart: %+v", st)
+	}
+	unpublish(t, m2, target)
+	assertClean(t, m2, target, 0)
+}
+
+// A mounter that restarts adopts the servers that still run (outside a
+// container, or under a supervisor) and marks the ones that ended dead.
+func TestRecoverAfterMounterRestart(t *testing.T) {
+	needFUSE(t)
+	state := stateDir(t)
+	m1 := newTestMounter(t, state)
+	a, b := testRequest(t, m1, "a"), testRequest(t, m1, "b")
+	ra, rb := publish(t, m1, a), publish(t, m1, b)
+	// m1 "dies": it stops watching its servers (they are its children
+	// here, so it would otherwise still see them end through Wait).
+	m1.Close()
+	m1.mu.Lock()
+	for _, s := range m1.servers {
+		s.stopping = true
+	}
+	m1.mu.Unlock()
+	// While no mounter runs, b's server ends.
+	if err := killGroup(rb.Volume.PID, mustStart(t, rb.Volume.PID)); err != nil {
+		t.Fatal(err)
+	}
+
+	m2 := newTestMounter(t, state)
+	if st := waitState(t, m2, a.Spec.Target, mounterapi.StateHealthy); st.PID != ra.Volume.PID {
+		t.Errorf("adopted pid %d, want %d", st.PID, ra.Volume.PID)
+	}
+	if st := waitState(t, m2, b.Spec.Target, mounterapi.StateDead); st.Reason != "ServerGone" {
+		t.Errorf("b after restart: %+v", st)
+	}
+	// The adopted server's token can still be swapped, and it is stopped by PID.
+	a.Credentials.CRToken = "rotated"
+	if r := publish(t, m2, a); r.Action != mounterapi.ActionCredentialsUpdated {
+		t.Errorf("republish after restart: %s", r.Action)
+	}
+	if got := readMountFile(t, a.Spec.Target, "credsum"); got != sum("rotated") {
+		t.Error("rotated token not installed")
+	}
+	unpublish(t, m2, a.Spec.Target)
+	unpublish(t, m2, b.Spec.Target)
+	assertClean(t, m2, a.Spec.Target, ra.Volume.PID)
+	assertClean(t, m2, b.Spec.Target, 0)
+}
+
+func mustStart(t *testing.T, pid int) uint64 {
+	t.Helper()
+	_, start, ok, err := procState(pid)
+	if !ok || err != nil {
+		t.Fatalf("procState(%d): %v, %v", pid, ok, err)
+	}
+	return start
+}
+
+// A record whose PID now belongs to another process (PID reuse) is not
+// adopted: the start time tells them apart.
+func TestRecoverIgnoresReusedPID(t *testing.T) {
+	state := stateDir(t)
+	target := "/var/lib/kubelet/pods/x/volumes/kubernetes.io~csi/v/mount"
+	dir := filepath.Join(state, TargetHash(target))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// This test process stands in for the unrelated process with a reused PID.
+	start := mustStart(t, os.Getpid())
+	if err := writeRecord(dir, &Record{Spec: volume.Spec{VolumeID: "v", Target: target}, PID: os.Getpid(), ProcStart: start + 1}); err != nil {
+		t.Fatal(err)
+	}
+	m := newTestMounter(t, state)
+	rec, err := readRecord(dir)
+	if err != nil || rec == nil || rec.Died == nil || rec.Reason != "ServerGone" {
+		t.Fatalf("record after recover: %+v, %v", rec, err)
+	}
+	m.mu.Lock()
+	n := len(m.servers)
+	m.mu.Unlock()
+	if n != 0 {
+		t.Error("a reused PID was adopted")
+	}
+}
+
+// One unreadable record does not hide the others from List, metrics or
+// recovery, and its target can still be unpublished.
+func TestUnreadableRecordIsSkipped(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	state := stateDir(t)
+	m := newTestMounter(t, state)
+	good := testRequest(t, m, "good")
+	publish(t, m, good)
+	badTarget := filepath.Join(t.TempDir(), "bad")
+	if err := os.MkdirAll(badTarget, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	badDir := m.volumeDir(badTarget)
+	if err := os.MkdirAll(badDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(badDir, recordFile), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	list, err := m.List(ctx, &mounterapi.ListRequest{})
+	if err != nil || len(list.Volumes) != 1 || list.Volumes[0].Target != good.Spec.Target {
+		t.Fatalf("List with a bad record: %+v, %v", list, err)
+	}
+	if err := newTestMounter(t, state).Recover(ctx); err != nil {
+		t.Errorf("Recover with a bad record: %v", err)
+	}
+	unpublish(t, m, badTarget)
+	assertClean(t, m, badTarget, 0)
+	unpublish(t, m, good.Spec.Target)
 }
 
 func TestParseMountInfo(t *testing.T) {
@@ -465,31 +667,17 @@ func TestParseMountInfo(t *testing.T) {
 	}
 }
 
-// A record whose PID now belongs to another process (PID reuse) must not be
-// adopted or signalled: the start time tells them apart.
-func TestRecoverIgnoresReusedPID(t *testing.T) {
-	m := newTestMounter(t, filepath.Join(t.TempDir(), "state"))
-	target := filepath.Join(t.TempDir(), "t")
-	dir := m.volumeDir(target)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	_, start, ok, err := procState(os.Getpid())
-	if err != nil || !ok {
-		t.Fatalf("procState(self) = %v, %v", ok, err)
-	}
-	if !procAlive(os.Getpid(), start) {
-		t.Fatal("procAlive(self) = false")
-	}
-	// This test process stands in for the unrelated process with a reused PID.
-	if err := m.writeRecord(dir, &Record{Target: target, VolumeID: "v", PID: os.Getpid(), ProcStart: start + 1}); err != nil {
-		t.Fatal(err)
-	}
-	adopted, err := m.Recover(context.Background())
-	if err != nil || len(adopted) != 0 {
-		t.Fatalf("Recover = %v, %v; want nothing adopted", adopted, err)
-	}
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("stale record kept: %v", err)
+func TestNewRefusesBadOptions(t *testing.T) {
+	long := "/" + strings.Repeat("x", 90)
+	for _, o := range []Options{
+		{StateDir: "relative", Binary: "b"},
+		{StateDir: long, Binary: "b"},
+		{StateDir: "/run/x"},
+		{StateDir: "/run/x", Binary: "b", ServerMemoryLimit: volume.MiB},
+		{StateDir: "/run/x", Binary: "b", NodeOptions: volume.Options{TempDir: "tmp"}},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("New(%+v) accepted", o)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,9 +53,9 @@ func procAlive(pid int, start uint64) bool {
 	return state != 'Z' && s == start
 }
 
-// waitGone polls until the recorded process has exited or timeout passes.
-// Polling works the same for our own children and for servers adopted after a
-// plugin restart, which we cannot wait(2) for.
+// waitGone polls until the recorded process has exited, timeout passes or
+// ctx ends. Polling works the same for our own children and for servers
+// adopted after a mounter restart, which we cannot wait(2) for.
 func waitGone(ctx context.Context, pid int, start uint64, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -72,26 +73,63 @@ func waitGone(ctx context.Context, pid int, start uint64, timeout time.Duration)
 	}
 }
 
-// stopServer asks the server to flush and unmount (SIGTERM) and, if it does
-// not exit within grace, kills its whole process group.
-func stopServer(ctx context.Context, pid int, start uint64, grace time.Duration) error {
+// signalServer sends sig to the recorded server if it still is that process.
+func signalServer(pid int, start uint64, sig syscall.Signal) error {
 	if !procAlive(pid, start) {
 		return nil
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal cosmount server %d: %w", pid, err)
 	}
-	if waitGone(ctx, pid, start, grace) {
+	return nil
+}
+
+// killGroup kills the server's whole process group (it leads one) and waits
+// for it to go.
+func killGroup(pid int, start uint64) error {
+	if !procAlive(pid, start) {
 		return nil
 	}
-	// The server was started as the leader of its own process group.
 	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill cosmount server %d: %w", pid, err)
 	}
-	// Use a fresh context: the caller's may already be done, and a killed
-	// process exits at once.
 	if !waitGone(context.Background(), pid, start, 10*time.Second) {
 		return fmt.Errorf("cosmount server %d did not exit after SIGKILL", pid)
 	}
 	return nil
+}
+
+// exitReason turns how a child ended into a reason and a message for
+// people. oomKilled says the kernel's OOM killer ended a process in the
+// server's memory cgroup.
+func exitReason(ps *os.ProcessState, oomKilled bool, limit int64) (reason, msg string) {
+	if ps == nil {
+		return "ServerGone", "the server ended while the mounter was not watching it (the mounter restarted)"
+	}
+	ws, _ := ps.Sys().(syscall.WaitStatus)
+	switch {
+	case ws.Signaled() && ws.Signal() == syscall.SIGKILL && oomKilled:
+		return "ServerOOMKilled", fmt.Sprintf("the server was killed by the kernel's OOM killer: it exceeded its memory budget of %d MiB", limit>>20)
+	case ws.Signaled():
+		return "ServerKilled", fmt.Sprintf("the server was killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
+	default:
+		return "ServerExited", fmt.Sprintf("the server exited with status %d (its mount was unmounted outside the mounter, or it failed: see its log)", ws.ExitStatus())
+	}
+}
+
+// startProcess starts cmd and returns the reader end of its readiness pipe
+// (the server writes "ok" or "error: ..." on fd 3, see cmd/cosmount).
+func startProcess(cmd *exec.Cmd) (*os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = []*os.File{w}
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	w.Close()
+	return r, nil
 }

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/cosmount/cosmount/pkg/cos"
-	"github.com/cosmount/cosmount/pkg/fs"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 type config struct {
@@ -68,7 +68,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, err
 	}
 	var err error
-	if c.partSize, err = fs.ParseSize(partSize); err != nil {
+	if c.partSize, err = volume.ParseSize(partSize); err != nil {
 		return nil, fmt.Errorf("--part-size: %w", err)
 	}
 	if seqSize == "" {
@@ -77,7 +77,7 @@ func parseFlags(args []string) (*config, error) {
 			seqSize = "256MiB"
 		}
 	}
-	if c.seqSize, err = fs.ParseSize(seqSize); err != nil || c.seqSize <= 0 {
+	if c.seqSize, err = volume.ParseSize(seqSize); err != nil || c.seqSize <= 0 {
 		return nil, fmt.Errorf("--seq-size %q: want a positive size", seqSize)
 	}
 	if c.smallFiles == 0 {

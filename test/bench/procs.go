@@ -8,7 +8,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/cosmount/cosmount/test/internal/testproc"
+	"github.com/cosmount/cosmount/internal/testproc"
 )
 
 // startProc starts a child in its own process group, so that a Ctrl-C at the

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/cos"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // bench runs the scenarios and collects samples.

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cosmount/cosmount/test/internal/testproc"
+	"github.com/cosmount/cosmount/internal/testproc"
 )
 
 // The emulator's default configuration's well-known test credentials (see

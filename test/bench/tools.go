@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/cos"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // tool is one way of reaching the bucket: the SDK alone or a FUSE filesystem.

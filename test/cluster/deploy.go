@@ -26,7 +26,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/cosmount/cosmount/test/internal/testproc"
+	"github.com/cosmount/cosmount/internal/testproc"
 )
 
 // DriverName is the CSI driver the manifests register.
@@ -167,9 +167,9 @@ func (m *Manifests) Adapt(ep Endpoints) error {
 		"StorageClass cosEndpoint/iamEndpoint -> the emulator; bucket classes get serviceInstanceID "+ServiceInstance,
 		"pods: hostNetwork (no CNI on this machine, the node stays NotReady), imagePullPolicy Never (images imported, no registry)",
 		"pods: KUBERNETES_SERVICE_HOST/PORT = "+host+":"+port+" (no kube-proxy: the kubernetes Service IP routes nowhere)",
-		"--metrics-address :PORT -> 127.0.0.1:PORT and --iam-endpoint -> the emulator",
-		"container ports (health 9808, metrics 9810/9811) -> free ports, with their --health-port/--metrics-address flags (host network: one port space for all pods)",
-		"node state hostPath -> "+ep.StateDir,
+		"--metrics-address and --mounter-metrics-address :PORT -> 127.0.0.1:PORT and --iam-endpoint -> the emulator",
+		"container ports (health 9808, metrics 9810/9811/9812) -> free ports, with their --health-port/--metrics-address flags (host network: one port space for all pods)",
+		"the mounter's state and socket hostPaths (/run/cosmount/...) -> below "+ep.StateDir,
 		"sidecar images are local builds: csi-provisioner v6.4.0 under the manifest's image name; node-driver-registrar and livenessprobe are the suite's stand-in (test/cluster/tools/sidecars)",
 	)
 	return nil
@@ -225,6 +225,8 @@ func (m *Manifests) adaptPod(spec *corev1.PodSpec, host, port string, ep Endpoin
 					c.Args[j] = "--iam-endpoint=" + ep.IAM
 				case strings.HasPrefix(a, "--metrics-address=:"):
 					c.Args[j] = "--metrics-address=127.0.0.1:" + strings.TrimPrefix(a, "--metrics-address=:")
+				case strings.HasPrefix(a, "--mounter-metrics-address=:"):
+					c.Args[j] = "--mounter-metrics-address=127.0.0.1:" + strings.TrimPrefix(a, "--mounter-metrics-address=:")
 				}
 				for old, repl := range remap {
 					for _, sep := range []string{"=", ":"} {
@@ -341,8 +343,24 @@ func (c *Cluster) WaitPluginReady(ctx context.Context) error {
 		}
 		return fmt.Errorf("not yet: %s", c.podSummary(ctx, "kube-system"))
 	})
+	if err != nil {
+		return err
+	}
+	logStep("controller pod (cosmount-csi + csi-provisioner) ready")
+	err = waitFor(ctx, "mounter pod ready", 5*time.Minute, []*testproc.Process{c.kubelet}, func(ctx context.Context) error {
+		pods, err := c.Client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=mounter"})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if podReady(&p) {
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet: %s", c.podSummary(ctx, "kube-system"))
+	})
 	if err == nil {
-		logStep("controller pod (cosmount-csi + csi-provisioner) ready")
+		logStep("mounter pod ready")
 	}
 	return err
 }

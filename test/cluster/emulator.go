@@ -19,10 +19,10 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/emulator/audit"
 	"github.com/cosmount/cosmount/pkg/emulator/config"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // The emulator's view of the suite's world.

@@ -19,7 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/cosmount/cosmount/test/internal/testproc"
+	"github.com/cosmount/cosmount/internal/testproc"
 )
 
 // Generous: two cores are shared with other builds, and a first mount

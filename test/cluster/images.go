@@ -14,6 +14,10 @@ import (
 // WorkloadImage is the busybox image the scenarios' pods run.
 const WorkloadImage = "cosmount-e2e/busybox:1"
 
+// NextPluginImage is the plugin image under a second tag, the "new
+// version" a rolling update of the node plugin moves to.
+const NextPluginImage = "cosmount:e2e-next"
+
 // ImageSources are the local files the suite's images are made of.
 type ImageSources struct {
 	Busybox     string // a static busybox (Debian's busybox-static)
@@ -52,6 +56,9 @@ func (c *Cluster) BuildAndImportImages(ctx context.Context, dir string, src Imag
 		// The sandbox only holds the pod's namespaces; kubelet stops it with SIGKILL.
 		{Names: []string{PauseImage}, Files: busybox, Entrypoint: []string{"/bin/sleep", "2147483647"}},
 		{Names: names.Plugin, Files: plugin},
+		// A distinct image (another digest), as a new release would be.
+		{Names: []string{NextPluginImage}, Files: append(append([]ociimage.File(nil), plugin...),
+			ociimage.File{Path: "/etc/cosmount-e2e-release", Data: []byte("next\n"), Mode: 0o644})},
 		{Names: names.Registrar, Files: single("/csi-node-driver-registrar", src.Sidecars), Entrypoint: []string{"/csi-node-driver-registrar"}},
 		{Names: names.LivenessProbe, Files: single("/livenessprobe", src.Sidecars), Entrypoint: []string{"/livenessprobe"}},
 		{Names: names.Provisioner, Files: single("/csi-provisioner", src.Provisioner), Entrypoint: []string{"/csi-provisioner"}},

@@ -175,6 +175,8 @@ func setUp(ctx context.Context, work, logs string) (*Cluster, error) {
 	if err := c.WaitPluginReady(ctx); err != nil {
 		return c, err
 	}
+	env.c = c
+	logMounterSetup(ctx, c)
 	if err := createWorkloadNamespace(ctx, c); err != nil {
 		return c, err
 	}
@@ -250,4 +252,18 @@ func createWorkloadNamespace(ctx context.Context, c *Cluster) error {
 	}
 	logStep("namespace %s with service accounts %s (trusted) and %s (trusted by no profile)", WorkloadNS, WriterSA, IntruderSA)
 	return nil
+}
+
+// logMounterSetup shows how the mounter confines its servers on this node
+// (a memory cgroup each, or only the Go runtime's limit).
+func logMounterSetup(ctx context.Context, c *Cluster) {
+	pods, err := c.Client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=mounter"})
+	if err != nil || len(pods.Items) == 0 {
+		return
+	}
+	for _, line := range strings.Split(containerLogs("kube-system", pods.Items[0].Name, "mounter"), "\n") {
+		if strings.Contains(line, "cgroup") || strings.Contains(line, "mounter serving") {
+			logStep("mounter: %s", strings.TrimSpace(line))
+		}
+	}
 }

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cosmount/cosmount/test/internal/testproc"
+	"github.com/cosmount/cosmount/internal/testproc"
 )
 
 // procs starts and stops the suite's daemons. Each daemon's PID is also

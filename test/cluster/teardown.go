@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cosmount/cosmount/test/internal/testproc"
+	"github.com/cosmount/cosmount/internal/testproc"
 )
 
 // teardown removes everything a run left under work, working only from

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/cosmount/cosmount/pkg/emulator"
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 )
 
 // The cast of the story. The emulator's default configuration provides the
@@ -51,6 +51,8 @@ type demo struct {
 	emulator       *proc
 	iamURL, cosURL string
 
+	mounter   *proc
+	mounterC  *mounterapi.Client
 	plugin    *proc
 	conn      *grpc.ClientConn
 	node      csi.NodeClient
@@ -61,7 +63,7 @@ type demo struct {
 	auditMark   int // audit entries before the publish
 	writeMark   int // audit entries before the pod's write
 	serverPID   int
-	serverToken string // the per-volume token file the plugin wrote
+	serverToken string // the per-volume token file the mounter wrote
 }
 
 // run tells the whole story on out and returns nil only if every step and
@@ -94,6 +96,7 @@ func run(ctx context.Context, out io.Writer, binDir string) (err error) {
 		{"Build the three binaries", d.build},
 		{"Start the emulator: IBM Cloud IAM and Object Storage on 127.0.0.1", d.startEmulator},
 		{"Mint the pod's projected service-account token (what kubelet requests for the pod)", d.mintWriterToken},
+		{"Start the node's mounter, which owns every FUSE server on the node (its own DaemonSet in a cluster)", d.startMounter},
 		{"Start the node plugin and publish the volume, as kubelet does", d.publish},
 		{"The pod writes to its volume", d.podWrites},
 		{"Read the object back through the COS API, and see who wrote it", d.readBack},
@@ -121,7 +124,8 @@ func (d *demo) say(format string, args ...any) {
 }
 
 func (d *demo) binary(name string) string { return filepath.Join(d.bin, name) }
-func (d *demo) stateDir() string          { return filepath.Join(d.work, "plugin-state") }
+func (d *demo) stateDir() string          { return filepath.Join(d.work, "mounter-state") }
+func (d *demo) mounterSock() string       { return filepath.Join(d.work, "mounter.sock") }
 func (d *demo) kubeletDir() string        { return filepath.Join(d.work, "kubelet") }
 
 func (d *demo) build(ctx context.Context) error {
@@ -267,7 +271,7 @@ func (d *demo) mintWriterToken(ctx context.Context) error {
 func (d *demo) publish(ctx context.Context) error {
 	sock := filepath.Join(d.work, "csi.sock")
 	args := []string{"--endpoint", "unix://" + sock, "--mode", "node", "--node-id", nodeID,
-		"--iam-endpoint", d.iamURL, "--state-dir", d.stateDir(), "--cosmount-binary", d.binary("cosmount"), "--v", "2"}
+		"--iam-endpoint", d.iamURL, "--mounter-endpoint", "unix://" + d.mounterSock(), "--v", "2"}
 	p, err := startProc("cosmount-csi", filepath.Join(d.work, "cosmount-csi.log"), d.binary("cosmount-csi"), args...)
 	if err != nil {
 		return err
@@ -333,7 +337,8 @@ func (d *demo) publish(ctx context.Context) error {
 	if err := d.findServer(req.TargetPath); err != nil {
 		return err
 	}
-	d.say("   served by cosmount pid %d, which reads the pod's token from %s (mode 0600)", d.serverPID, d.serverToken)
+	d.say("   served by cosmount pid %d, a child of the mounter (pid %d), not of the plugin (pid %d):", d.serverPID, d.mounter.pid(), d.plugin.pid())
+	d.say("   the plugin can crash, restart or be upgraded and the mount stays; the server reads the pod's token from %s (mode 0600)", d.serverToken)
 	entries, err := auditEntries(ctx, d.cosURL, d.auditMark)
 	if err != nil {
 		return err
@@ -347,40 +352,56 @@ func (d *demo) publish(ctx context.Context) error {
 	return nil
 }
 
-// findServer finds the cosmount server of target in the plugin's state
-// directory and checks its token file.
+// startMounter starts the node's mounter and waits until it answers.
+func (d *demo) startMounter(ctx context.Context) error {
+	args := []string{"--mode", "mounter", "--mounter-endpoint", "unix://" + d.mounterSock(), "--state-dir", d.stateDir(),
+		"--cosmount-binary", d.binary("cosmount"), "--v", "2"}
+	p, err := startProc("cosmount-mounter", filepath.Join(d.work, "cosmount-mounter.log"), d.binary("cosmount-csi"), args...)
+	if err != nil {
+		return err
+	}
+	d.mounter = p
+	d.say("$ cosmount-csi %s", strings.Join(args, " "))
+	if d.mounterC, err = mounterapi.Dial("unix://" + d.mounterSock()); err != nil {
+		return err
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	v, err := d.mounterC.WaitReady(readyCtx)
+	if err != nil {
+		return fmt.Errorf("the mounter does not answer: %w%s", err, p.logTail())
+	}
+	d.say("pid %d; answers API %s on %s", p.pid(), v.API, d.mounterSock())
+	return nil
+}
+
+// findServer asks the mounter for the server of target, checks that it is
+// the mounter's child and that its token file is private.
 func (d *demo) findServer(target string) error {
-	m, err := mounter.New(mounter.Options{StateDir: d.stateDir(), Binary: d.binary("cosmount")})
+	st, err := d.mounterC.Status(context.Background(), &mounterapi.StatusRequest{Target: target})
+	if err != nil {
+		return fmt.Errorf("the mounter does not know %s: %w", target, err)
+	}
+	if !processRuns(st.PID) {
+		return fmt.Errorf("the server of %s (pid %d) does not run", target, st.PID)
+	}
+	if ppid := parentPID(st.PID); ppid != d.mounter.pid() {
+		return fmt.Errorf("the server of %s (pid %d) is a child of pid %d, not of the mounter (pid %d)", target, st.PID, ppid, d.mounter.pid())
+	}
+	d.serverPID = st.PID
+	files, _ := filepath.Glob(filepath.Join(d.stateDir(), "*", "token"))
+	if len(files) != 1 {
+		return fmt.Errorf("want one token file in %s, found %d", d.stateDir(), len(files))
+	}
+	fi, err := os.Stat(files[0])
 	if err != nil {
 		return err
 	}
-	recs, err := m.Records()
-	if err != nil {
-		return err
+	if fi.Mode().Perm() != 0o600 {
+		return fmt.Errorf("token file %s has mode %v, want 0600", files[0], fi.Mode().Perm())
 	}
-	for _, r := range recs {
-		if r.Target != target {
-			continue
-		}
-		if !processRuns(r.PID) {
-			return fmt.Errorf("the server of %s (pid %d) does not run", target, r.PID)
-		}
-		d.serverPID = r.PID
-		files, _ := filepath.Glob(filepath.Join(d.stateDir(), "*", "token"))
-		if len(files) != 1 {
-			return fmt.Errorf("want one token file in %s, found %d", d.stateDir(), len(files))
-		}
-		st, err := os.Stat(files[0])
-		if err != nil {
-			return err
-		}
-		if st.Mode().Perm() != 0o600 {
-			return fmt.Errorf("token file %s has mode %v, want 0600", files[0], st.Mode().Perm())
-		}
-		d.serverToken = files[0]
-		return nil
-	}
-	return fmt.Errorf("the plugin recorded no server for %s", target)
+	d.serverToken = files[0]
+	return nil
 }
 
 func (d *demo) auditLen(ctx context.Context) (int, error) {

@@ -76,8 +76,9 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Errorf("last line = %q, want the success line\n%s", last, text)
 	}
 	for _, want := range []string{
-		"[8/8] Unpublish",
+		"[9/9] Unpublish",
 		"NodeGetInfo -> node_id demo-node",
+		"a child of the mounter (pid",
 		`12 bytes: "hello world\n"`,
 		"* cos PUT    /test-bucket/hello.txt     PutObject      200              bearer  profile Profile-writer (12 bytes)",
 		"-> PermissionDenied:",
@@ -100,7 +101,8 @@ func TestDemoInterrupted(t *testing.T) {
 	tests := []struct {
 		name, marker string
 	}{
-		{"emulator starting", "[2/8]"},
+		{"emulator starting", "[2/9]"},
+		{"mounter started", "answers API v1"},
 		{"before the publish", "NodePublishVolume volume_id=pv-demo"},
 		{"volume mounted", "-> OK after"},
 		{"after the write", "the pod sees hello.txt"},

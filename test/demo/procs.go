@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -8,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cosmount/cosmount/test/internal/testproc"
+	"github.com/cosmount/cosmount/internal/testproc"
 )
 
 // The three binaries of the product, as `make build` names them.
@@ -120,3 +121,21 @@ func mountsUnder(dir string) (map[string]string, error) {
 
 // processRuns reports whether pid is a live (not zombie) process.
 func processRuns(pid int) bool { return testproc.Running(pid) }
+
+// parentPID is the parent of pid, from /proc/<pid>/stat (0 if unknown).
+func parentPID(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	var state string
+	var ppid int
+	if _, err := fmt.Sscan(string(data[i+1:]), &state, &ppid); err != nil {
+		return 0
+	}
+	return ppid
+}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/emulator"
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 )
 
 // The second half of the story: the write, the proof, the refusal and the
@@ -153,10 +153,13 @@ func (d *demo) refused(ctx context.Context) error {
 
 func (d *demo) teardown(ctx context.Context) error {
 	req := d.writerReq
-	// The server's log goes away with the volume's state: check it first.
-	serverLog := filepath.Join(filepath.Dir(d.serverToken), "cosmount.log")
-	if err := checkNoToken(serverLog); err != nil {
+	// The server logs into the mounter's log, one line each naming the volume.
+	mlog, err := os.ReadFile(filepath.Join(d.work, "cosmount-mounter.log"))
+	if err != nil {
 		return err
+	}
+	if !bytes.Contains(mlog, []byte(`volumeID="`+req.VolumeId+`"`)) {
+		return fmt.Errorf("the mounter's log has no line of the server of %s", req.VolumeId)
 	}
 	rpcCtx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
@@ -182,7 +185,9 @@ func (d *demo) teardown(ctx context.Context) error {
 
 	d.conn.Close()
 	d.conn, d.node = nil, nil
-	for _, p := range []**proc{&d.plugin, &d.emulator} {
+	d.mounterC.Close()
+	d.mounterC = nil
+	for _, p := range []**proc{&d.plugin, &d.mounter, &d.emulator} {
 		pid := (*p).pid()
 		err := (*p).stop(stopTimeout)
 		name := (*p).name
@@ -201,7 +206,7 @@ func (d *demo) teardown(ctx context.Context) error {
 		return fmt.Errorf("mounts remain: %v", mounts)
 	}
 	if entries, err := os.ReadDir(d.stateDir()); err != nil || len(entries) != 0 {
-		return fmt.Errorf("the plugin's state directory is not empty (%d entries, %v)", len(entries), err)
+		return fmt.Errorf("the mounter's state directory is not empty (%d entries, %v)", len(entries), err)
 	}
 	logs, _ := filepath.Glob(filepath.Join(d.work, "*.log"))
 	for _, l := range logs {
@@ -209,7 +214,7 @@ func (d *demo) teardown(ctx context.Context) error {
 			return err
 		}
 	}
-	d.say("no mount under %s, no state or token file; no token in the logs of the emulator, the plugin and the server", d.work)
+	d.say("no mount under %s, no state or token file; no token in the logs of the emulator, the plugin, the mounter and the server", d.work)
 	return nil
 }
 
@@ -234,7 +239,7 @@ func (d *demo) cleanup() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var errs []error
-	if d.plugin != nil || d.emulator != nil {
+	if d.plugin != nil || d.mounter != nil || d.emulator != nil {
 		fmt.Fprintf(d.out, "\ncleaning up what the demo started:\n")
 	}
 	if d.node != nil {
@@ -256,19 +261,30 @@ func (d *demo) cleanup() error {
 			d.say("stopped cosmount-csi (pid %d)", d.plugin.pid())
 		}
 	}
-	// Servers the plugin recorded but did not stop: stop them by their PIDs
-	// and unmount their targets.
-	if m, err := mounter.New(mounter.Options{StateDir: d.stateDir(), Binary: d.binary("cosmount"), StopTimeout: stopTimeout}); err == nil {
-		recs, err := m.Records()
+	// Volumes the mounter still serves (the plugin could not unpublish
+	// them): unpublish them at the mounter, then stop it.
+	if d.mounterC != nil && d.mounter != nil && !d.mounter.Exited() {
+		list, err := d.mounterC.List(ctx, &mounterapi.ListRequest{})
 		if err != nil {
 			errs = append(errs, err)
-		}
-		for _, r := range recs {
-			if err := m.Unmount(ctx, r.Target); err != nil {
-				errs = append(errs, fmt.Errorf("unmount %s: %w", r.Target, err))
-			} else {
-				d.say("stopped the cosmount server (pid %d) of %s", r.PID, r.Target)
+		} else {
+			for _, v := range list.Volumes {
+				if _, err := d.mounterC.Unpublish(ctx, &mounterapi.UnpublishRequest{Target: v.Target}); err != nil {
+					errs = append(errs, fmt.Errorf("unmount %s: %w", v.Target, err))
+				} else {
+					d.say("stopped the cosmount server (pid %d) of %s", v.PID, v.Target)
+				}
 			}
+		}
+	}
+	if d.mounterC != nil {
+		d.mounterC.Close()
+	}
+	if d.mounter != nil {
+		if err := d.mounter.stop(stopTimeout); err != nil {
+			errs = append(errs, err)
+		} else {
+			d.say("stopped the mounter (pid %d)", d.mounter.pid())
 		}
 	}
 	if d.emulator != nil {

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // TestMountErrors: each common set-up mistake makes `cosmount mount` exit

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // Generous limits: two cores are shared by several builds and test runs, so

@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/emulator/audit"
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // Generous: two cores shared by several builds.

@@ -26,6 +26,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	cosvolume "github.com/cosmount/cosmount/pkg/volume"
 )
 
 // object is one decoded YAML document.
@@ -215,9 +217,9 @@ func repoRoot(t *testing.T) string {
 	}
 }
 
-// driverNames reads the volume attribute keys and mount option names from pkg/driver/params.go, where
-// they are unexported constants and a map literal: parsing the source keeps this test in step with the
-// driver without widening its API.
+// driverNames reads the volume attribute keys from pkg/driver/params.go, where they are unexported
+// constants (parsing the source keeps this test in step with the driver without widening its API), and
+// the mount option names a volume may use from pkg/volume's grammar.
 func driverNames(t *testing.T, root string) (attributes, mountOptions map[string]bool) {
 	t.Helper()
 	path := filepath.Join(root, "pkg", "driver", "params.go")
@@ -240,25 +242,13 @@ func driverNames(t *testing.T, root string) (attributes, mountOptions map[string
 					}
 				}
 			}
-			if len(v.Names) == 1 && v.Names[0].Name == "mountOptionSpec" && len(v.Values) == 1 {
-				if cl, ok := v.Values[0].(*ast.CompositeLit); ok {
-					for _, e := range cl.Elts {
-						kv, ok := e.(*ast.KeyValueExpr)
-						if !ok {
-							continue
-						}
-						if lit, ok := kv.Key.(*ast.BasicLit); ok && lit.Kind == token.STRING {
-							s, err := strconv.Unquote(lit.Value)
-							if err == nil {
-								mountOptions[s] = true
-							}
-						}
-					}
-				}
-			}
 		}
 		return true
 	})
+	// The mount options a volume may set are pkg/volume's grammar.
+	for _, name := range cosvolume.OptionNames(cosvolume.ScopeVolume) {
+		mountOptions[name] = true
+	}
 	if len(attributes) < 10 || len(mountOptions) < 4 {
 		t.Fatalf("%s: found only attributes %v and mount options %v; has the driver renamed them?", path, attributes, mountOptions)
 	}
@@ -270,30 +260,34 @@ func driverNames(t *testing.T, root string) (attributes, mountOptions map[string
 // the binary accepts. Parsing the source keeps this test independent of pkg/driver's build.
 func pluginFlags(t *testing.T, root string) map[string]bool {
 	t.Helper()
-	path := filepath.Join(root, "pkg", "driver", "driver.go")
-	f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
-	if err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
 	flags := map[string]bool{"v": true}
-	ast.Inspect(f, func(n ast.Node) bool {
-		call, ok := n.(*ast.CallExpr)
-		if !ok || len(call.Args) < 2 {
-			return true
+	// The CSI plugin's flags, and the mounter mode's.
+	for _, rel := range []string{"pkg/driver/driver.go", "cmd/cosmount-csi/mounter.go"} {
+		path := filepath.Join(root, rel)
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+		if err != nil {
+			t.Fatalf("parse %s: %v", path, err)
 		}
-		sel, ok := call.Fun.(*ast.SelectorExpr)
-		if !ok || !strings.HasSuffix(sel.Sel.Name, "Var") {
-			return true
-		}
-		if lit, ok := call.Args[1].(*ast.BasicLit); ok && lit.Kind == token.STRING {
-			if s, err := strconv.Unquote(lit.Value); err == nil {
-				flags[s] = true
+		n := len(flags)
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) < 2 {
+				return true
 			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || !strings.HasSuffix(sel.Sel.Name, "Var") {
+				return true
+			}
+			if lit, ok := call.Args[1].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				if s, err := strconv.Unquote(lit.Value); err == nil {
+					flags[s] = true
+				}
+			}
+			return true
+		})
+		if len(flags)-n < 5 {
+			t.Fatalf("%s: found only flags %v; have the flags moved?", path, flags)
 		}
-		return true
-	})
-	if len(flags) < 8 {
-		t.Fatalf("%s: found only flags %v; has Options.AddFlags moved?", path, flags)
 	}
 	return flags
 }

@@ -207,21 +207,16 @@ func TestNodeDaemonSet(t *testing.T) {
 		t.Error("hostNetwork is on by default")
 	}
 	plugin := container(t, spec, "cosmount-csi")
-	if sc := plugin.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
-		t.Error("the node plugin must be privileged (FUSE mounts, Bidirectional propagation)")
+	if sc := plugin.SecurityContext; sc == nil || (sc.Privileged != nil && *sc.Privileged) ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		t.Error("the node plugin runs no FUSE server: it must be unprivileged, without capabilities")
 	}
-	m, ok := mountAt(plugin, "/var/lib/kubelet")
-	if !ok || m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationBidirectional {
-		var prop corev1.MountPropagationMode
-		if m.MountPropagation != nil {
-			prop = *m.MountPropagation
-		}
-		t.Errorf("kubelet dir mounted %v with propagation %q, want /var/lib/kubelet with Bidirectional", ok, prop)
+	if _, ok := mountAt(plugin, "/var/lib/kubelet"); ok {
+		t.Error("the node plugin must not mount the kubelet directory: the mounter does the mounting")
 	}
 	for _, want := range []string{
-		"--mode=node", "--endpoint=unix:///csi/csi.sock", "--node-id=$(NODE_NAME)", "--state-dir=/run/cosmount",
-		"--cosmount-binary=/usr/local/bin/cosmount", "--iam-endpoint=https://iam.cloud.ibm.com",
-		"--token-audience=iam", "--metrics-address=:9810",
+		"--mode=node", "--endpoint=unix:///csi/csi.sock", "--node-id=$(NODE_NAME)", "--mounter-endpoint=unix:///run/cosmount/mounter/mounter.sock",
+		"--iam-endpoint=https://iam.cloud.ibm.com", "--token-audience=iam", "--metrics-address=:9810",
 	} {
 		if !slices.Contains(plugin.Args, want) {
 			t.Errorf("node plugin args %v lack %s", plugin.Args, want)
@@ -231,34 +226,10 @@ func TestNodeDaemonSet(t *testing.T) {
 		plugin.Env[0].ValueFrom.FieldRef == nil || plugin.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
 		t.Errorf("NODE_NAME must come from spec.nodeName: %+v", plugin.Env)
 	}
-
-	hostPaths := map[string]struct {
-		mountPath string
-		typ       corev1.HostPathType
-	}{
+	checkHostPaths(t, spec, plugin, map[string]hostPathMount{
 		"/var/lib/kubelet/plugins/cosmount.csi.io": {"/csi", corev1.HostPathDirectoryOrCreate},
-		"/var/lib/kubelet":                         {"/var/lib/kubelet", corev1.HostPathDirectory},
-		"/dev/fuse":                                {"/dev/fuse", corev1.HostPathCharDev},
-		"/run/cosmount":                            {"/run/cosmount", corev1.HostPathDirectoryOrCreate},
-	}
-	for hostPath, want := range hostPaths {
-		var found bool
-		for _, v := range spec.Volumes {
-			if v.HostPath == nil || v.HostPath.Path != hostPath {
-				continue
-			}
-			found = true
-			if v.HostPath.Type == nil || *v.HostPath.Type != want.typ {
-				t.Errorf("hostPath %s type %v, want %s", hostPath, v.HostPath.Type, want.typ)
-			}
-			if m, ok := mountAt(plugin, want.mountPath); !ok || m.Name != v.Name {
-				t.Errorf("hostPath %s is not mounted at %s in the plugin", hostPath, want.mountPath)
-			}
-		}
-		if !found {
-			t.Errorf("no hostPath volume %s", hostPath)
-		}
-	}
+		"/run/cosmount/mounter":                    {"/run/cosmount/mounter", corev1.HostPathDirectoryOrCreate},
+	})
 
 	reg := container(t, spec, "node-driver-registrar")
 	if !strings.HasPrefix(reg.Image, "registry.k8s.io/sig-storage/csi-node-driver-registrar:") {
@@ -274,11 +245,81 @@ func TestNodeDaemonSet(t *testing.T) {
 	if !strings.HasPrefix(probe.Image, "registry.k8s.io/sig-storage/livenessprobe:") || !slices.Contains(probe.Args, "--health-port=9808") {
 		t.Errorf("liveness probe %s %v", probe.Image, probe.Args)
 	}
-	if ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType {
-		t.Errorf("update strategy %q: a rolling update would end every mount on the node", ds.Spec.UpdateStrategy.Type)
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType {
+		t.Errorf("update strategy %q: the node plugin holds no mount and should roll by itself", ds.Spec.UpdateStrategy.Type)
 	}
 	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 		t.Error("the node plugin uses no Kubernetes API and must not mount an API token")
+	}
+}
+
+type hostPathMount struct {
+	mountPath string
+	typ       corev1.HostPathType
+}
+
+// checkHostPaths checks that each host path is a volume of its type mounted
+// in c at its path.
+func checkHostPaths(t *testing.T, spec corev1.PodSpec, c corev1.Container, want map[string]hostPathMount) {
+	t.Helper()
+	for hostPath, w := range want {
+		var found bool
+		for _, v := range spec.Volumes {
+			if v.HostPath == nil || v.HostPath.Path != hostPath {
+				continue
+			}
+			found = true
+			if v.HostPath.Type == nil || *v.HostPath.Type != w.typ {
+				t.Errorf("hostPath %s type %v, want %s", hostPath, v.HostPath.Type, w.typ)
+			}
+			if m, ok := mountAt(c, w.mountPath); !ok || m.Name != v.Name {
+				t.Errorf("hostPath %s is not mounted at %s in %s", hostPath, w.mountPath, c.Name)
+			}
+		}
+		if !found {
+			t.Errorf("no hostPath volume %s", hostPath)
+		}
+	}
+}
+
+// The mounter owns the FUSE servers: privileged, Bidirectional kubelet
+// directory, updated only by hand, no liveness probe that could end every
+// mount of its node, a grace period its shutdown fits in.
+func TestMounterDaemonSet(t *testing.T) {
+	ds := named[*appsv1.DaemonSet](t, renderObjects(t, nil), "cosmount-mounter")
+	spec := ds.Spec.Template.Spec
+	if ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType {
+		t.Errorf("update strategy %q: a rolling update would end every mount on the node", ds.Spec.UpdateStrategy.Type)
+	}
+	m := container(t, spec, "mounter")
+	if sc := m.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+		t.Error("the mounter must be privileged (FUSE mounts, Bidirectional propagation, memory cgroups)")
+	}
+	if km, ok := mountAt(m, "/var/lib/kubelet"); !ok || km.MountPropagation == nil || *km.MountPropagation != corev1.MountPropagationBidirectional {
+		t.Error("the mounter must mount the kubelet directory with Bidirectional propagation")
+	}
+	checkHostPaths(t, spec, m, map[string]hostPathMount{
+		"/var/lib/kubelet":      {"/var/lib/kubelet", corev1.HostPathDirectory},
+		"/dev/fuse":             {"/dev/fuse", corev1.HostPathCharDev},
+		"/run/cosmount/volumes": {"/run/cosmount/volumes", corev1.HostPathDirectoryOrCreate},
+		"/run/cosmount/mounter": {"/run/cosmount/mounter", corev1.HostPathDirectoryOrCreate},
+	})
+	for _, want := range []string{
+		"--mode=mounter", "--mounter-endpoint=unix:///run/cosmount/mounter/mounter.sock", "--state-dir=/run/cosmount/volumes",
+		"--cosmount-binary=/usr/local/bin/cosmount", "--server-memory-limit=512Mi", "--mounter-metrics-address=:9812", "--shutdown-grace=50s",
+	} {
+		if !slices.Contains(m.Args, want) {
+			t.Errorf("mounter args %v lack %s", m.Args, want)
+		}
+	}
+	if m.LivenessProbe != nil {
+		t.Error("a liveness probe on the mounter would end every mount of its node when it fails")
+	}
+	if spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds != 60 {
+		t.Errorf("terminationGracePeriodSeconds = %v, want 60 (shutdown grace 50s + 10s)", spec.TerminationGracePeriodSeconds)
+	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("the mounter uses no Kubernetes API and must not mount an API token")
 	}
 }
 

@@ -72,10 +72,11 @@ func TestChartValues(t *testing.T) {
 			if d.Spec.ServiceAccountTokenInSecrets == nil || !*d.Spec.ServiceAccountTokenInSecrets {
 				t.Error("serviceAccountTokenInSecrets not set")
 			}
-			spec := named[*appsv1.DaemonSet](t, objs, "cosmount-node").Spec.Template.Spec
-			if _, ok := mountAt(container(t, spec, "cosmount-csi"), "/var/data/kubelet"); !ok {
-				t.Error("the kubelet dir must be mounted at its host path")
+			mspec := named[*appsv1.DaemonSet](t, objs, "cosmount-mounter").Spec.Template.Spec
+			if _, ok := mountAt(container(t, mspec, "mounter"), "/var/data/kubelet"); !ok {
+				t.Error("the kubelet dir must be mounted in the mounter at its host path")
 			}
+			spec := named[*appsv1.DaemonSet](t, objs, "cosmount-node").Spec.Template.Spec
 			reg := container(t, spec, "node-driver-registrar")
 			if !slices.Contains(reg.Args, "--kubelet-registration-path=/var/data/kubelet/plugins/cosmount.csi.io/csi.sock") {
 				t.Errorf("registrar args %v", reg.Args)
@@ -140,11 +141,15 @@ func checkAllPluginArgs(t *testing.T, objs []object, flags map[string]bool) {
 	for _, d := range objectsOf[*appsv1.Deployment](objs) {
 		specs = append(specs, d.Spec.Template.Spec)
 	}
-	if len(specs) != 2 {
-		t.Fatalf("%d workloads rendered, want the node DaemonSet and the controller Deployment", len(specs))
+	if len(specs) != 3 {
+		t.Fatalf("%d workloads rendered, want the node and mounter DaemonSets and the controller Deployment", len(specs))
 	}
 	for _, spec := range specs {
-		c := container(t, spec, "cosmount-csi")
+		name := "cosmount-csi"
+		if spec.Containers[0].Name == "mounter" {
+			name = "mounter"
+		}
+		c := container(t, spec, name)
 		if len(c.Command) != 1 || c.Command[0] != "/usr/local/bin/cosmount-csi" {
 			t.Errorf("command %v", c.Command)
 		}

@@ -20,10 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cosmount/cosmount/internal/testproc"
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
 	"github.com/cosmount/cosmount/pkg/emulator/faults"
-	"github.com/cosmount/cosmount/test/internal/testproc"
 )
 
 // profile is the size of a run.
@@ -115,13 +115,13 @@ func childEnv() []string {
 
 // mount starts `cosmount mount --foreground` as the trusted profile's pod,
 // and stops it (and removes the mount) in t.Cleanup even on failure.
-func mount(t *testing.T, env *emulatortest.Env, dir, metricsSocket string) *testproc.Process {
+func mount(t *testing.T, env *emulatortest.Env, dir, controlSocket string) *testproc.Process {
 	t.Helper()
 	token := env.WritePodToken(t, t.TempDir(), "default", "default", "soak-pod", time.Hour)
 	cmd := exec.Command(cosmountBin, "mount", "--foreground",
 		"--endpoint", env.COSURL, "--iam-endpoint", env.IAMURL,
 		"--trusted-profile-id", emulatortest.WriterProfileID, "--cr-token-file", token,
-		"--metrics-socket", metricsSocket,
+		"--control-socket", controlSocket,
 		"-o", "temp_dir="+t.TempDir()+",part_size=5MiB,multipart_threshold=5MiB,memory_limit=128MiB",
 		env.Bucket, dir)
 	cmd.Env = childEnv()

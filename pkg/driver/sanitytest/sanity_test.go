@@ -21,9 +21,11 @@ import (
 
 	"github.com/cosmount/cosmount/pkg/driver"
 	"github.com/cosmount/cosmount/pkg/emulator/emulatortest"
+	"github.com/cosmount/cosmount/pkg/mounter/mountertest"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 )
 
-// serverPackage is the per-volume FUSE server the node plugin starts: the
+// serverPackage is the per-volume FUSE server the node's mounter starts: the
 // real one, so every publish in the suite is a live mount of the emulator's
 // bucket or prefix.
 const serverPackage = "../../../cmd/cosmount"
@@ -51,11 +53,15 @@ func TestSanity(t *testing.T) {
 	opts.Endpoint = "unix://" + sock
 	opts.NodeID = "sanity-node"
 	opts.IAMEndpoint = env.IAMURL
-	opts.StateDir = filepath.Join(dir, "state")
-	opts.CosmountBinary = binary
+	opts.MounterEndpoint = mountertest.Start(t, dir, binary).Endpoint
 	opts.ControllerProfile = emulatortest.WriterProfileID
 	opts.ControllerTokenFile = env.WritePodToken(t, dir, "default", "default", "controller", time.Hour)
-	d, err := driver.New(opts, driver.Deps{})
+	client, err := mounterapi.Dial(opts.MounterEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	d, err := driver.New(opts, driver.Deps{Mounter: client, Verifier: driver.NewIAMVerifier(), Stores: driver.NewCOSStores(opts)})
 	if err != nil {
 		t.Fatal(err)
 	}

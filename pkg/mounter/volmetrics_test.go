@@ -1,4 +1,4 @@
-package driver
+package mounter
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // fakeVolumeServer serves a registry shaped like a cosmount server's on a
@@ -100,20 +100,20 @@ func TestVolumeGatherer(t *testing.T) {
 		w.Write([]byte("this is { not metrics\n"))
 	}))
 
-	recs := []mounter.Record{
-		{VolumeID: "vol-a", Target: "/pods/1/mount", MetricsSocket: sockA},
+	recs := []Record{
+		{Spec: volume.Spec{VolumeID: "vol-a", Target: "/pods/1/mount"}, ControlSocket: sockA},
 		// One volume published to two pods: the target hash keeps them apart.
-		{VolumeID: "vol-b", Target: "/pods/2/mount", MetricsSocket: sockB1},
-		{VolumeID: "vol-b", Target: "/pods/3/mount", MetricsSocket: sockB2},
-		{VolumeID: "vol-hung", Target: "/pods/4/mount", MetricsSocket: sockHung},
-		{VolumeID: "vol-crashed", Target: "/pods/5/mount", MetricsSocket: filepath.Join(dir, "gone.sock")},
-		{VolumeID: "vol-bad", Target: "/pods/6/mount", MetricsSocket: sockBad},
-		// Started without a socket (path too long): not scraped, not reported.
-		{VolumeID: "vol-nosocket", Target: "/pods/7/mount"},
+		{Spec: volume.Spec{VolumeID: "vol-b", Target: "/pods/2/mount"}, ControlSocket: sockB1},
+		{Spec: volume.Spec{VolumeID: "vol-b", Target: "/pods/3/mount"}, ControlSocket: sockB2},
+		{Spec: volume.Spec{VolumeID: "vol-hung", Target: "/pods/4/mount"}, ControlSocket: sockHung},
+		{Spec: volume.Spec{VolumeID: "vol-crashed", Target: "/pods/5/mount"}, ControlSocket: filepath.Join(dir, "gone.sock")},
+		{Spec: volume.Spec{VolumeID: "vol-bad", Target: "/pods/6/mount"}, ControlSocket: sockBad},
+		// Without a control socket: not scraped, not reported.
+		{Spec: volume.Spec{VolumeID: "vol-nosocket", Target: "/pods/7/mount"}},
 	}
-	h := func(target string) string { return mounter.TargetHash(target) }
+	h := func(target string) string { return TargetHash(target) }
 
-	g := NewVolumeGatherer(func() ([]mounter.Record, error) { return recs, nil }, 500*time.Millisecond)
+	g := NewVolumeGatherer(func() ([]Record, error) { return recs, nil }, 500*time.Millisecond)
 	// Behind prometheus.Gatherers, as the driver serves it, so that the
 	// registry's consistency checks (duplicates, label order) apply too.
 	own := prometheus.NewRegistry()
@@ -170,53 +170,9 @@ func TestVolumeGatherer(t *testing.T) {
 }
 
 func TestVolumeGathererListError(t *testing.T) {
-	g := NewVolumeGatherer(func() ([]mounter.Record, error) { return nil, errors.New("state dir unreadable") }, time.Second)
+	g := NewVolumeGatherer(func() ([]Record, error) { return nil, errors.New("state dir unreadable") }, time.Second)
 	fams, err := g.Gather()
 	if err != nil || len(fams) != 0 {
-		t.Errorf("Gather = %v, %v; want nothing and no error so the plugin's own metrics are still served", fams, err)
-	}
-}
-
-// The node plugin's endpoint serves the volumes' series next to its own.
-func TestDriverGathersVolumeMetrics(t *testing.T) {
-	dir, err := os.MkdirTemp("", "volmetrics-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := fakeVolumeServer(t, dir, "v.sock", 1, 1)
-
-	tests := []struct {
-		mode        string
-		wantVolumes bool
-	}{
-		{ModeNode, true},
-		{ModeAll, true},
-		{ModeController, false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.mode, func(t *testing.T) {
-			fm := newFakeMounter()
-			target := "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv/mount"
-			fm.mounts[target] = &fakeMount{state: mounter.Healthy, rec: mounter.Record{Target: target, VolumeID: "vol-1", PID: 1, MetricsSocket: sock}}
-			opts := DefaultOptions()
-			opts.Mode = tc.mode
-			opts.NodeID = "node-1"
-			opts.StateDir = filepath.Join(dir, "state")
-			opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
-			d, err := New(opts, Deps{Mounter: fm, Verifier: &fakeVerifier{}, Stores: &fakeStores{store: newFakeStore()}, Registry: prometheus.NewRegistry()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fams, err := d.Gatherer().Gather()
-			if err != nil {
-				t.Fatalf("Gather: %v", err)
-			}
-			key := "cosmount_s3_requests_total{operation=PutObject,target_hash=" + mounter.TargetHash(target) + ",volume_id=vol-1}"
-			v, ok := series(fams)[key]
-			if ok != tc.wantVolumes || (ok && v != 1) {
-				t.Errorf("%s = %v (present %v), want present %v with 1", key, v, ok, tc.wantVolumes)
-			}
-		})
+		t.Errorf("Gather = %v, %v; want nothing and no error so the mounter's own metrics are still served", fams, err)
 	}
 }

@@ -1,4 +1,4 @@
-package driver
+package mounter
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/klog/v2"
 
-	"github.com/cosmount/cosmount/pkg/mounter"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // Labels added to every series read from a volume's server. volume_id says
@@ -36,7 +36,7 @@ const volumeUpMetric = "cosmount_volume_metrics_up"
 
 // DefaultVolumeScrapeTimeout bounds the read of one server's metrics. The
 // servers are read in parallel, so it is also about the longest a scrape of
-// the plugin waits for them.
+// the mounter waits for them.
 const DefaultVolumeScrapeTimeout = 3 * time.Second
 
 // maxExpositionBytes caps what is read from one server; its few counters
@@ -49,13 +49,12 @@ const maxExpositionBytes = 4 << 20
 // A server that fails or hangs costs at most the timeout and shows as
 // cosmount_volume_metrics_up 0; it never fails the scrape.
 type VolumeGatherer struct {
-	records func() ([]mounter.Record, error)
+	records func() ([]Record, error)
 	timeout time.Duration
 }
 
-// NewVolumeGatherer returns a gatherer over the volumes records lists
-// (typically Mounter.Records). timeout <= 0 means DefaultVolumeScrapeTimeout.
-func NewVolumeGatherer(records func() ([]mounter.Record, error), timeout time.Duration) *VolumeGatherer {
+// NewVolumeGatherer returns a gatherer over the volumes records lists. timeout <= 0 means DefaultVolumeScrapeTimeout.
+func NewVolumeGatherer(records func() ([]Record, error), timeout time.Duration) *VolumeGatherer {
 	if timeout <= 0 {
 		timeout = DefaultVolumeScrapeTimeout
 	}
@@ -64,7 +63,7 @@ func NewVolumeGatherer(records func() ([]mounter.Record, error), timeout time.Du
 
 // volumeScrape is the outcome of reading one server.
 type volumeScrape struct {
-	rec  mounter.Record
+	rec  Record
 	fams map[string]*dto.MetricFamily
 	err  error
 }
@@ -73,9 +72,8 @@ type volumeScrape struct {
 func (g *VolumeGatherer) Gather() ([]*dto.MetricFamily, error) {
 	recs, err := g.records()
 	if err != nil {
-		// The plugin's own metrics are still worth serving.
-		klog.ErrorS(err, "Listing volumes for their metrics")
-		return nil, nil
+		// The other volumes' metrics are still worth serving.
+		klog.ErrorS(err, "Some volume records cannot be read; their metrics are left out")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 	defer cancel()
@@ -83,13 +81,13 @@ func (g *VolumeGatherer) Gather() ([]*dto.MetricFamily, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, rec := range recs {
-		if rec.MetricsSocket == "" {
+		if rec.ControlSocket == "" {
 			continue
 		}
 		wg.Add(1)
-		go func(rec mounter.Record) {
+		go func(rec Record) {
 			defer wg.Done()
-			fams, err := scrapeSocket(ctx, rec.MetricsSocket)
+			fams, err := scrapeSocket(ctx, rec.ControlSocket)
 			mu.Lock()
 			results = append(results, volumeScrape{rec: rec, fams: fams, err: err})
 			mu.Unlock()
@@ -108,7 +106,7 @@ func (g *VolumeGatherer) Gather() ([]*dto.MetricFamily, error) {
 		value := 1.0
 		if r.err != nil {
 			value = 0
-			klog.V(2).InfoS("Reading a volume's metrics failed", "volumeID", r.rec.VolumeID, "target", r.rec.Target, "err", r.err)
+			klog.V(2).InfoS("Reading a volume's metrics failed", "volumeID", r.rec.Spec.VolumeID, "target", r.rec.Spec.Target, "err", r.err)
 		}
 		up.Metric = append(up.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: proto.Float64(value)}})
 		for _, name := range sortedNames(r.fams) {
@@ -171,10 +169,10 @@ func withLabels(own, labels []*dto.LabelPair) []*dto.LabelPair {
 	return out
 }
 
-func volumeLabels(rec mounter.Record) []*dto.LabelPair {
+func volumeLabels(rec Record) []*dto.LabelPair {
 	return []*dto.LabelPair{
-		{Name: proto.String(labelTargetHash), Value: proto.String(mounter.TargetHash(rec.Target))},
-		{Name: proto.String(labelVolumeID), Value: proto.String(rec.VolumeID)},
+		{Name: proto.String(labelTargetHash), Value: proto.String(TargetHash(rec.Spec.Target))},
+		{Name: proto.String(labelVolumeID), Value: proto.String(rec.Spec.VolumeID)},
 	}
 }
 
@@ -198,7 +196,7 @@ func scrapeSocket(ctx context.Context, sock string) (map[string]*dto.MetricFamil
 		DisableKeepAlives: true,
 	}}
 	// The host is never resolved: the transport always dials sock.
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://cosmount/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://cosmount"+volume.ControlMetricsPath, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -10,40 +10,51 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
+// Names inside a volume's state directory.
 const (
-	recordFile = "volume.json"
-	logFile    = "cosmount.log"
-	// metricsSocketFile is where the server serves its Prometheus metrics.
-	metricsSocketFile = "metrics.sock"
+	recordFile  = "volume.json"
+	controlFile = "control.sock"
 	// maxSocketPath is the longest path a unix socket can be bound to
 	// (sun_path is 108 bytes including the terminating NUL).
 	maxSocketPath = 107
 )
 
 // Record is what the mounter remembers about one published target. It is
-// stored as JSON in the target's state directory so that a restarted plugin
-// can still find, stop and clean up the server process.
+// stored as JSON in the target's state directory (a hostPath), so that a
+// restarted mounter knows what it served, which servers still run, and which
+// died and why.
 type Record struct {
-	Target   string `json:"target"`
-	VolumeID string `json:"volumeID"`
-	PID      int    `json:"pid"`
+	Spec volume.Spec `json:"spec"`
+	PID  int         `json:"pid"`
 	// ProcStart is the process start time from /proc/<pid>/stat; it tells
 	// our server from an unrelated process that later reused the PID.
 	ProcStart uint64    `json:"procStart"`
-	ArgsHash  string    `json:"argsHash"`
-	Auth      AuthType  `json:"auth"`
 	Started   time.Time `json:"started"`
-	// MetricsSocket is the unix socket on which the server serves its
-	// Prometheus metrics; empty when it was started without one.
-	MetricsSocket string `json:"metricsSocket,omitempty"`
+	// CredentialsDigest identifies the credential file's content.
+	CredentialsDigest string `json:"credentialsDigest"`
+	// ControlSocket is the server's control socket.
+	ControlSocket string `json:"controlSocket"`
+	// MemoryLimit is the server's memory budget in bytes (0: none), and
+	// Cgroup the memory cgroup directory enforcing it ("" when none could be
+	// made).
+	MemoryLimit int64  `json:"memoryLimit,omitempty"`
+	Cgroup      string `json:"cgroup,omitempty"`
+	// Died is set once the server is known to be gone without an unpublish;
+	// Reason and Message say why. The record then stays, and the volume is
+	// reported dead, until it is unpublished.
+	Died    *time.Time `json:"died,omitempty"`
+	Reason  string     `json:"reason,omitempty"`
+	Message string     `json:"message,omitempty"`
 }
 
 // TargetHash is the short name of target's state directory. A hash keeps the
 // name short and free of path separators whatever kubelet's target path looks
-// like; the driver also uses it as a metrics label that tells two publishes
-// of one volume apart without putting the pod's path in every series.
+// like; it is also a metrics label that tells two publishes of one volume
+// apart without putting the pod's path in every series.
 func TargetHash(target string) string {
 	sum := sha256.Sum256([]byte(filepath.Clean(target)))
 	return hex.EncodeToString(sum[:])[:16]
@@ -54,9 +65,9 @@ func (m *Mounter) volumeDir(target string) string {
 	return filepath.Join(m.opts.StateDir, TargetHash(target))
 }
 
-// writeFileAtomic replaces path with data so that a reader (the cosmount
-// server re-reading its token file) sees either the old or the new content,
-// never a truncated file.
+// writeFileAtomic replaces path with data so that a reader (the server
+// re-reading its token file) sees either the old or the new content, never
+// a truncated file.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -89,7 +100,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-func (m *Mounter) writeRecord(dir string, r *Record) error {
+func writeRecord(dir string, r *Record) error {
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
@@ -108,13 +119,18 @@ func readRecord(dir string) (*Record, error) {
 	}
 	var r Record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("state record %s: %w", dir, err)
+		return nil, fmt.Errorf("state record %s: %w", filepath.Join(dir, recordFile), err)
+	}
+	if r.Spec.Target == "" || TargetHash(r.Spec.Target) != filepath.Base(dir) {
+		return nil, fmt.Errorf("state record %s names target %q, which does not belong in this directory", filepath.Join(dir, recordFile), r.Spec.Target)
 	}
 	return &r, nil
 }
 
-// Records lists every volume record in the state directory.
-func (m *Mounter) Records() ([]Record, error) {
+// records lists every readable record in the state directory. A record that
+// cannot be read does not hide the others: it is returned in the error
+// (joined), next to the good ones.
+func (m *Mounter) records() ([]Record, error) {
 	entries, err := os.ReadDir(m.opts.StateDir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -123,39 +139,19 @@ func (m *Mounter) Records() ([]Record, error) {
 		return nil, err
 	}
 	var out []Record
+	var errs []error
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
 		r, err := readRecord(filepath.Join(m.opts.StateDir, e.Name()))
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		if r != nil {
 			out = append(out, *r)
 		}
 	}
-	return out, nil
-}
-
-// logTail returns the last lines of a volume's server log for error messages,
-// so a failed mount explains itself without anyone logging into the node.
-func logTail(dir string) string {
-	f, err := os.Open(filepath.Join(dir, logFile))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	const max = 2048
-	st, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := st.Size() - max
-	if off < 0 {
-		off = 0
-	}
-	buf := make([]byte, max)
-	n, _ := f.ReadAt(buf, off)
-	return string(buf[:n])
+	return out, errors.Join(errs...)
 }

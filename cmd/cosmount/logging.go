@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/textlogger"
+)
+
+// Log lines a server may write, sustained and in a burst. A volume whose
+// every request fails (say, a pod looping on a denied write) would
+// otherwise log without bound into its mounter's log, which it shares with
+// every other volume of the node.
+const (
+	logLinesPerSecond = 20
+	logBurst          = 400
+)
+
+// setupVolumeLogging makes every log line of this server name its volume
+// (volumeID=...), in klog's text format on stderr (the mounter's container
+// log), at most logLinesPerSecond lines a second with bursts of logBurst.
+func setupVolumeLogging(volumeID string, verbosity string) {
+	v, err := strconv.Atoi(verbosity)
+	if err != nil {
+		v = 0
+	}
+	w := newRateLimitedWriter(os.Stderr, logLinesPerSecond, logBurst, time.Now)
+	cfg := textlogger.NewConfig(textlogger.Output(w), textlogger.Verbosity(v))
+	logger := textlogger.NewLogger(cfg).WithValues("volumeID", volumeID)
+	klog.SetLoggerWithOptions(logger, klog.ContextualLogger(true))
+}
+
+// rateLimitedWriter passes whole lines (each Write is one log line) through
+// a token bucket and drops the rest, then says how many it dropped.
+type rateLimitedWriter struct {
+	out   io.Writer
+	rate  float64
+	burst float64
+	now   func() time.Time
+
+	mu      sync.Mutex
+	tokens  float64   // guarded by mu
+	last    time.Time // guarded by mu
+	dropped int       // guarded by mu
+}
+
+func newRateLimitedWriter(out io.Writer, perSecond, burst int, now func() time.Time) *rateLimitedWriter {
+	return &rateLimitedWriter{out: out, rate: float64(perSecond), burst: float64(burst), tokens: float64(burst), now: now, last: now()}
+}
+
+func (w *rateLimitedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.now()
+	w.tokens += now.Sub(w.last).Seconds() * w.rate
+	if w.tokens > w.burst {
+		w.tokens = w.burst
+	}
+	w.last = now
+	if w.tokens < 1 {
+		w.dropped++
+		return len(p), nil
+	}
+	w.tokens--
+	if w.dropped > 0 {
+		fmt.Fprintf(w.out, "W%s cosmount: %d log lines dropped (at most %g a second)\n", now.UTC().Format("0102 15:04:05.000000"), w.dropped, w.rate)
+		w.dropped = 0
+	}
+	// A write error (a full disk, a closed pipe) must never stop the server.
+	_, _ = w.out.Write(p)
+	return len(p), nil
+}
