@@ -25,6 +25,7 @@ import (
 type ObjectStore interface {
 	HeadBucket(ctx context.Context, bucket string) error
 	CreateBucket(ctx context.Context, bucket, locationConstraint string) error
+	SetAbortIncompleteUploads(ctx context.Context, bucket string, days int32) error
 	EmptyAndDeleteBucket(ctx context.Context, bucket string) error
 	HeadObject(ctx context.Context, bucket, key string) (cos.ObjectInfo, error)
 	PutObject(ctx context.Context, bucket, key string, body io.ReadSeeker, size int64, o cos.PutOptions) (cos.ObjectInfo, error)
@@ -191,7 +192,25 @@ func (c *ControllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	return &csi.CreateVolumeResponse{Volume: vol}, nil
 }
 
+// abortIncompleteUploadsDays is the age at which the lifecycle rule of a
+// bucket the controller creates aborts a multipart upload: the parts of an
+// upload no server completes (a crashed one whose journal was lost with its
+// node) stop costing money then. A live upload of a few TiB fits well within.
+const abortIncompleteUploadsDays = 7
+
 func createBucket(ctx context.Context, store ObjectStore, bucket, location string) error {
+	if err := createBucketOnce(ctx, store, bucket, location); err != nil {
+		return err
+	}
+	// Also for a bucket an earlier attempt made: its answer (and this
+	// call) may have been lost.
+	if err := store.SetAbortIncompleteUploads(ctx, bucket, abortIncompleteUploadsDays); err != nil {
+		return fmt.Errorf("bucket %s: set the lifecycle rule that aborts incomplete uploads: %w", bucket, err)
+	}
+	return nil
+}
+
+func createBucketOnce(ctx context.Context, store ObjectStore, bucket, location string) error {
 	err := store.CreateBucket(ctx, bucket, location)
 	if err == nil || !errors.Is(err, cos.ErrBucketAlreadyExists) {
 		return err

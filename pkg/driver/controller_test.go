@@ -56,6 +56,9 @@ func TestCreateDeleteBucketVolume(t *testing.T) {
 	if p.store.HeadBucket(ctx, bucket) != nil {
 		t.Fatal("bucket not created")
 	}
+	if d := p.store.abortDays(bucket); d != abortIncompleteUploadsDays {
+		t.Errorf("the new bucket's rule aborts incomplete uploads after %d days, want %d", d, abortIncompleteUploadsDays)
+	}
 
 	// The provisioner retries: same answer.
 	again, err := p.controller.CreateVolume(ctx, createReq("pvc-1111", bucketParams(), 1<<30))

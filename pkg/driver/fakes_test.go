@@ -194,13 +194,30 @@ func (v *fakeVerifier) count() int {
 
 // fakeStore is an in-memory COS with just what the controller needs.
 type fakeStore struct {
-	mu      sync.Mutex
-	buckets map[string]map[string]cos.ObjectInfo
-	foreign map[string]bool // bucket names taken by another account
+	mu        sync.Mutex
+	buckets   map[string]map[string]cos.ObjectInfo
+	foreign   map[string]bool  // bucket names taken by another account
+	lifecycle map[string]int32 // bucket -> days of its abort-incomplete-uploads rule
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{buckets: map[string]map[string]cos.ObjectInfo{}, foreign: map[string]bool{}}
+	return &fakeStore{buckets: map[string]map[string]cos.ObjectInfo{}, foreign: map[string]bool{}, lifecycle: map[string]int32{}}
+}
+
+func (s *fakeStore) SetAbortIncompleteUploads(ctx context.Context, b string, days int32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.buckets[b]; !ok {
+		return notFound("PutBucketLifecycleConfiguration")
+	}
+	s.lifecycle[b] = days
+	return nil
+}
+
+func (s *fakeStore) abortDays(b string) int32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lifecycle[b]
 }
 
 func notFound(op string) error { return &cos.Error{Op: op, Kind: cos.ErrNotFound, StatusCode: 404} }

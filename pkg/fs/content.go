@@ -176,6 +176,11 @@ func (f *File) writeLocked(ctx context.Context, off int64, data []byte) error {
 			return err
 		}
 	}
+	if f.content == nil {
+		if err := f.appendStreamLocked(ctx, off); err != nil {
+			return err
+		}
+	}
 	if err := f.loadLocked(ctx); err != nil {
 		return err
 	}
@@ -395,6 +400,54 @@ func (f *File) startStreamLocked(ctx context.Context) error {
 		return err
 	}
 	f.content = &content{kind: streaming, stream: s, size: c.size, dirty: true}
+	f.syncAttrLocked()
+	return nil
+}
+
+// S3's bounds of a multipart part, copied or uploaded: every part but the
+// last at least minCopyPart, none larger than maxCopyPart.
+const (
+	minCopyPart = 5 << 20
+	maxCopyPart = 5 << 30
+)
+
+// appendStreamLocked starts a streaming upload that continues the object
+// when a write appends to it (off is its size) and it is large enough to
+// be the first part(s) of a multipart upload: the object's bytes become
+// those parts by UploadPartCopy, server-side, and the new data streams
+// after them. Without it an append would download the whole object
+// (read-modify-write), and a file written with fsync every N MiB would
+// move its size again at every fsync: each fsync completes the upload
+// (the object is then durable) and the next write continues it here, so
+// the file crosses the network about once in all. The copy requires the
+// ETag this mount last saw (another writer's object is ESTALE, not
+// overwritten). It does nothing (content stays nil) when the object is
+// unsuitable. Requires f.mu.
+func (f *File) appendStreamLocked(ctx context.Context, off int64) error {
+	if f.symlink {
+		return nil
+	}
+	f.attrMu.Lock()
+	ok := f.exists && f.headed && !f.dirty && f.info.ETag != "" && off == f.info.Size && f.info.Size >= minCopyPart
+	size, etag, ct := f.info.Size, f.info.ETag, f.info.ContentType
+	md := f.meta.encode(f.info.Metadata)
+	f.attrMu.Unlock()
+	if !ok {
+		return nil
+	}
+	key, ok := f.key()
+	if !ok {
+		return errUnlinked
+	}
+	s, err := f.fs.startStream(ctx, key, cos.PutOptions{ContentType: ct, Metadata: md})
+	if err != nil {
+		return err
+	}
+	if err := s.copyObject(ctx, size, etag); err != nil {
+		s.abort()
+		return err
+	}
+	f.content = &content{kind: streaming, stream: s, size: size}
 	f.syncAttrLocked()
 	return nil
 }

@@ -73,6 +73,7 @@ type CachingOptions struct {
 // the callers waiting; other failures are returned at once and not cached.
 type CachingSource struct {
 	raw       Source
+	changes   ChangeReporter // raw, if its credential can be replaced
 	now       func() time.Time
 	backoff   Backoff
 	bgTimeout time.Duration
@@ -144,6 +145,9 @@ func NewCachingSource(raw Source, opts CachingOptions) *CachingSource {
 	if d, ok := raw.(interface{ LogValues() []any }); ok {
 		c.logValues = d.LogValues()
 	}
+	if cr, ok := raw.(ChangeReporter); ok {
+		c.changes = cr
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }
@@ -151,6 +155,16 @@ func NewCachingSource(raw Source, opts CachingOptions) *CachingSource {
 // Token returns a cached token that is valid now, exchanging first when
 // there is none or it is about to expire.
 func (c *CachingSource) Token(ctx context.Context) (Token, error) {
+	if c.changes != nil && c.changes.CredentialsChanged() {
+		// The credential was replaced (and the old one may be revoked
+		// already): the next request must carry a token of the new one.
+		c.mu.Lock()
+		if c.cur.AccessToken != "" {
+			klog.InfoS("IAM credential replaced: exchanging the new one", c.logValues...)
+		}
+		c.cur = Token{}
+		c.mu.Unlock()
+	}
 	// A fresh token can only be invalid on arrival if the clock jumped while
 	// the caller waited; try once more before giving up.
 	for try := 0; try < 2; try++ {

@@ -364,10 +364,15 @@ func classify(status int, code string) error {
 
 // parseRetryAfter understands the delta-seconds form only; IAM does not send
 // HTTP dates, and a wrong guess merely falls back to our own backoff.
+// A larger hint is taken as this much (and a number of seconds that large
+// would overflow a time.Duration).
 func parseRetryAfter(v string) time.Duration {
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n <= 0 {
 		return 0
 	}
-	return time.Duration(n) * time.Second
+	return time.Duration(min(n, maxRetryAfter)) * time.Second
 }
+
+// maxRetryAfter caps a server's Retry-After, in seconds: a day.
+const maxRetryAfter = 24 * 60 * 60
