@@ -112,8 +112,10 @@ func TestReadCacheLookupAgainIsAHEAD(t *testing.T) {
 	store.ResetCounts()
 	readAndCheck(t, filepath.Join(mnt, "small"), small)
 	readAndCheck(t, filepath.Join(mnt, "large"), large)
-	if gets, heads := store.Count(memstore.OpGet), store.Count(memstore.OpHead); gets != 0 || heads != 2 {
-		t.Errorf("second epoch cost %v, want a HEAD per file and no GET", store.Counts())
+	// A HEAD per lookup, and one more where the attributes expired again
+	// before the read (a slow machine): no GET.
+	if gets, heads := store.Count(memstore.OpGet), store.Count(memstore.OpHead); gets != 0 || heads < 2 || heads > 4 {
+		t.Errorf("second epoch cost %v, want a HEAD (or two) per file and no GET", store.Counts())
 	}
 }
 
