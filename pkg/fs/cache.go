@@ -34,8 +34,9 @@ import (
 // Blocks come from the readahead: a block it has passed (or drops) and that
 // covers a whole grid block of the object goes to the cache instead of back
 // to the pool, so caching costs no copy. Disk writes run on one goroutine
-// behind a short queue; a block that finds the queue full is not cached
-// rather than slowing the reader down. On disk each object version is one
+// behind a short queue; a block that finds the queue full is written by the
+// reader that passed it (whose read then waits for the disk) rather than
+// dropped, so that a file read once is cached whole. On disk each object version is one
 // sparse file with its blocks at their offsets, so that a sequential read
 // of a cached object is a sequential read of one file (which the kernel
 // reads ahead); an evicted block becomes a hole, and a file without blocks
@@ -63,7 +64,7 @@ type blockCache struct {
 	writes chan diskWrite
 	done   chan struct{} // closed when the writer has stopped
 
-	hits, misses, dropped int64 // guarded by mu: blocks served, not found, not cached (queue full)
+	hits, misses, syncWrites int64 // guarded by mu: block lookups served and not found, blocks written by a reader (queue full)
 }
 
 type blockKey struct {
@@ -103,7 +104,8 @@ type diskWrite struct {
 	data []byte
 }
 
-// diskQueue is how many blocks may wait for the disk writer.
+// diskQueue is how many blocks may wait for the disk writer (memory outside
+// the budget: at most this many blocks).
 const diskQueue = 16
 
 // maxOpen is how many version files the cache keeps open.
@@ -257,9 +259,13 @@ func (c *blockCache) toDisk(k blockKey, data []byte) {
 		c.pending[k] = data
 		c.mu.Unlock()
 	default:
-		c.dropped++
-		c.goneLocked(k)
+		// The writer is behind: write this block here. The reader that
+		// passed it waits for the disk, which keeps the queue's memory
+		// bounded and the cache complete.
+		c.pending[k] = data
+		c.syncWrites++
 		c.mu.Unlock()
+		c.write(diskWrite{k, data})
 		c.recycle(data)
 	}
 }
@@ -474,7 +480,7 @@ func (c *blockCache) read(key, etag string, off int64, dst []byte) int {
 type CacheStats struct {
 	MemoryBytes, DiskBytes int64 // held now
 	Hits, Misses           int64 // block lookups by reads
-	Dropped                int64 // blocks not cached because the disk queue was full
+	SyncWrites             int64 // blocks a reader wrote to disk itself (the writer was behind)
 }
 
 // stats reports the counters (zero for a nil cache).
@@ -484,7 +490,7 @@ func (c *blockCache) stats() CacheStats {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{MemoryBytes: c.memUsed, DiskBytes: c.diskUsed, Hits: c.hits, Misses: c.misses, Dropped: c.dropped}
+	return CacheStats{MemoryBytes: c.memUsed, DiskBytes: c.diskUsed, Hits: c.hits, Misses: c.misses, SyncWrites: c.syncWrites}
 }
 
 // close empties the cache and removes its directory; the server is done.

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"container/list"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -160,7 +161,13 @@ func TestReadCacheDiskEviction(t *testing.T) {
 	if err != nil || len(sub) != 1 {
 		t.Fatalf("cache directories %v, %v; want one", sub, err)
 	}
-	waitFor(t, "the disk cache to settle at 8 blocks", func() bool { return m.FS().CacheStats().DiskBytes == 8*MiB })
+	_, infoB := object(t, store, "b")
+	waitFor(t, "the disk cache to settle at 8 blocks", func() bool {
+		c := m.FS().cache
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.pending) == 0 && c.diskUsed == 8*MiB && c.disk[blockKey{"b", infoB.ETag, 5}] != nil
+	})
 	// One sparse file per object version; evicted blocks are holes (once
 	// written back, a file's allocation is what it holds).
 	syscall.Sync()
@@ -304,5 +311,36 @@ func TestManyReadersShareTheBudget(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A block that finds the disk writer's queue full is written by the reader
+// that passed it, not dropped.
+func TestReadCacheWritesWhenTheQueueIsFull(t *testing.T) {
+	opts := testOptions()
+	opts.TempDir = t.TempDir()
+	fsys, err := New(memstore.New(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A disk tier whose writer never takes anything: every block finds
+	// the queue full.
+	c := &blockCache{
+		fs: fsys, diskMax: 8 * MiB, dir: t.TempDir(),
+		mem: map[blockKey]*list.Element{}, memLRU: list.New(),
+		pending: map[blockKey][]byte{}, disk: map[blockKey]*list.Element{}, diskLRU: list.New(),
+		files: map[version]*versionFile{}, latest: map[string]string{}, openLRU: list.New(),
+		writes: make(chan diskWrite), done: make(chan struct{}),
+	}
+	close(c.done)
+	defer c.close()
+	data := bytes.Repeat([]byte("x"), int(MiB))
+	c.put("k", "e1", 3, data)
+	if st := c.stats(); st.SyncWrites != 1 || !c.has("k", "e1", 3) {
+		t.Fatalf("block not cached with the queue full: %+v", st)
+	}
+	got := make([]byte, 100)
+	if n := c.read("k", "e1", 3*MiB+5, got); n != 100 || !bytes.Equal(got, data[:100]) {
+		t.Errorf("read %d bytes of the block back", n)
 	}
 }
