@@ -129,7 +129,7 @@ func redirectMessage(resp *http.Response) string {
 	if u, err := resp.Location(); err == nil && u.Host != "" {
 		host = u.Host
 	}
-	return fmt.Sprintf("IAM answered HTTP %d, a redirect to %s; redirects are never followed with a token in the request (is the IAM endpoint right?)", resp.StatusCode, host)
+	return fmt.Sprintf("IAM answered HTTP %d, a redirect to %s; redirects are never followed with a token in the request", resp.StatusCode, host)
 }
 
 // Endpoint returns the full token URL the client posts to.
