@@ -96,7 +96,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var((*listFlag)(&o.AllowedIAMEndpoints), "allowed-iam-endpoints", "comma-separated IAM endpoints a volume may pick besides --iam-endpoint: URLs or hosts, '*' standing for one DNS label")
 	fs.Var((*listFlag)(&o.AllowedCOSEndpoints), "allowed-cos-endpoints", "comma-separated COS endpoints a volume may pick besides --cos-endpoint: URLs or hosts, '*' standing for one DNS label")
 	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", o.AllowInsecureHTTP, "allow plain http IAM and COS endpoints (a local emulator); never in production: tokens would travel in clear text")
-	o.Inline.addFlags(fs)
+	fs.BoolVar(&o.Inline.Enabled, "inline-volumes", o.Inline.Enabled, "node: allow ephemeral inline CSI volumes (pod authors write their attributes); off by default")
+	fs.Var((*listFlag)(&o.Inline.AllowedAttributes), "inline-volume-attributes",
+		"node: comma-separated attributes a pod author may set on an inline volume (of "+strings.Join(inlineSettable, ", ")+"); endpoints and authType always come from the admin")
 	fs.StringVar(&o.TokenAudience, "token-audience", o.TokenAudience, "audience of the pod service-account token to exchange (CSIDriver tokenRequests)")
 	fs.StringVar(&o.MounterEndpoint, "mounter-endpoint", o.MounterEndpoint, "node: unix socket of the node's mounter, which runs the FUSE servers")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "host:port to serve Prometheus metrics on; empty disables")

@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"flag"
 	"fmt"
 	"regexp"
 	"slices"
@@ -38,12 +37,6 @@ var inlineSettable = []string{attrBucket, attrPrefix, attrRegion, attrProfileID,
 // choose the bucket, prefix, region and trusted profile.
 func DefaultInlinePolicy() InlinePolicy {
 	return InlinePolicy{AllowedAttributes: slices.Clone(inlineSettable)}
-}
-
-func (p *InlinePolicy) addFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&p.Enabled, "inline-volumes", p.Enabled, "node: allow ephemeral inline CSI volumes (pod authors write their attributes); off by default")
-	fs.Var((*listFlag)(&p.AllowedAttributes), "inline-volume-attributes",
-		"node: comma-separated attributes a pod author may set on an inline volume (of "+strings.Join(inlineSettable, ", ")+"); endpoints and authType always come from the admin")
 }
 
 func (p *InlinePolicy) validate() error {
