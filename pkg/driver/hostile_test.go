@@ -46,7 +46,9 @@ func newCountingListener(t *testing.T) *countingListener {
 	return c
 }
 
-func (c *countingListener) port() string { return c.ln.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):] }
+func (c *countingListener) port() string {
+	return c.ln.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):]
+}
 
 // TestHostileInputsReachNothing sends hostile volume attributes, templates
 // and volume IDs to the plugin's gRPC socket, with the real IAM verifier
@@ -116,7 +118,10 @@ func TestHostileInputsReachNothing(t *testing.T) {
 		return func() error { _, err := controller.CreateVolume(ctx, createReq("pvc-hostile", params, 0)); return err }
 	}
 	del := func(id string) call {
-		return func() error { _, err := controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); return err }
+		return func() error {
+			_, err := controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+			return err
+		}
 	}
 	validate := func(id string) call {
 		return func() error {
