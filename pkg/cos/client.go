@@ -110,18 +110,23 @@ func New(opts Options) (*Client, error) {
 		opts.Version = "dev"
 	}
 
-	var httpClient s3.HTTPClient
+	// Every request carries the bearer token or an HMAC signature, and the
+	// SDK's own client follows 307 and 308 (re-sending headers and body to
+	// the host the answer names, if only its port differs). No redirect is
+	// ever followed: a redirect is an error answer.
+	httpClient := &http.Client{}
 	if opts.HTTPClient != nil {
-		httpClient = opts.HTTPClient
+		*httpClient = *opts.HTTPClient
 	} else {
-		httpClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		httpClient.Transport = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 			// Parallel multipart parts and readahead share one host; the
 			// default of 2 idle connections per host would make most of them
 			// reconnect.
 			t.MaxIdleConns = 256
 			t.MaxIdleConnsPerHost = 64
-		})
+		}).GetTransport()
 	}
+	httpClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 	c := &Client{instanceID: opts.ServiceInstanceID, observer: opts.Observer, uploads: opts.Uploads, conditions: map[string]PutOptions{}}
 	maxAttempts, maxBackoff := opts.MaxAttempts, opts.MaxBackoff

@@ -354,7 +354,25 @@ type testPlugin struct {
 	dir        string
 }
 
+// testOptions are the plugin options of the tests with fakes: the fakes
+// listen nowhere, and these are the endpoints the tests name.
+func testOptions() Options {
+	opts := DefaultOptions()
+	opts.NodeID = "node-1"
+	opts.IAMEndpoint = "http://127.0.0.1:9"
+	opts.AllowInsecureHTTP = true
+	opts.AllowedIAMEndpoints = append([]string{"http://127.0.0.1:7"}, DefaultAllowedIAMEndpoints...)
+	opts.AllowedCOSEndpoints = append([]string{"http://127.0.0.1:8080", "http://127.0.0.1:1"}, DefaultAllowedCOSEndpoints...)
+	return opts
+}
+
 func startPlugin(t *testing.T) *testPlugin {
+	t.Helper()
+	return startPluginWith(t, nil)
+}
+
+// startPluginWith starts the plugin with testOptions changed by modify.
+func startPluginWith(t *testing.T, modify func(*Options)) *testPlugin {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes; t.TempDir() can be longer.
 	dir, err := os.MkdirTemp("", "csi-")
@@ -369,10 +387,11 @@ func startPlugin(t *testing.T) *testPlugin {
 		registry: prometheus.NewRegistry(),
 		dir:      dir,
 	}
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
-	opts.NodeID = "node-1"
-	opts.IAMEndpoint = "http://127.0.0.1:9"
+	if modify != nil {
+		modify(&opts)
+	}
 	d, err := New(opts, Deps{Mounter: p.mounter, Verifier: p.verifier, Stores: &fakeStores{store: p.store}, Registry: p.registry})
 	if err != nil {
 		t.Fatal(err)

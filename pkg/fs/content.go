@@ -32,6 +32,11 @@ type content struct {
 	// fresh: a file created by this mount that nothing has written,
 	// truncated or changed the attributes of yet (see fileHandle.Flush).
 	fresh bool
+
+	// temp accounts file's space (temp_limit); tempReserved is this
+	// content's share of it.
+	temp         *tempSpace
+	tempReserved int64
 }
 
 func newMemContent() *content { return &content{kind: inMemory} }
@@ -47,6 +52,7 @@ func (c *content) release(b *budget) {
 		_ = c.file.Close()
 		_ = os.Remove(name)
 		c.file = nil
+		_ = c.temp.resize(c, 0)
 	}
 	b.release(c.budget)
 	c.buf, c.budget = nil, 0
@@ -107,12 +113,18 @@ func (f *File) loadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An object larger than the volume's temporary space is refused before
+	// it is downloaded.
+	if err := c.temp.resize(c, size); err != nil {
+		c.release(f.fs.mem)
+		return err
+	}
 	rc, info, err := f.fs.store.Get(ctx, key, cos.GetOptions{IfMatch: etag})
 	if err != nil {
 		c.release(f.fs.mem)
 		return err
 	}
-	n, err := io.Copy(c.file, rc)
+	n, err := io.Copy(&reservingWriter{c: c}, rc)
 	rc.Close()
 	if err != nil {
 		c.release(f.fs.mem)
@@ -137,7 +149,7 @@ func (f *FS) newTempContent() (*content, error) {
 	if err != nil {
 		return nil, fmt.Errorf("temporary file: %w", err)
 	}
-	return &content{kind: inTemp, file: tf}, nil
+	return &content{kind: inTemp, file: tf, temp: f.temp}, nil
 }
 
 // spillLocked moves in-memory content to a temporary file.
@@ -148,6 +160,10 @@ func (f *File) spillLocked() error {
 	}
 	t, err := f.fs.newTempContent()
 	if err != nil {
+		return err
+	}
+	if err := t.temp.resize(t, c.size); err != nil {
+		t.release(f.fs.mem)
 		return err
 	}
 	if _, err := t.file.WriteAt(c.buf, 0); err != nil {
@@ -218,6 +234,9 @@ func (f *File) writeLocked(ctx context.Context, off int64, data []byte) error {
 		}
 		copy(c.buf[off:], data)
 	case inTemp:
+		if err := c.temp.grow(c, end); err != nil {
+			return err
+		}
 		if _, err := c.file.WriteAt(data, off); err != nil {
 			return fmt.Errorf("temporary file: %w", err)
 		}
@@ -295,6 +314,9 @@ func (f *File) truncateLocked(ctx context.Context, size int64) error {
 		c.buf = c.buf[:size]
 	default:
 		if err := f.spillLocked(); err != nil {
+			return err
+		}
+		if err := f.content.temp.resize(f.content, size); err != nil {
 			return err
 		}
 		if err := f.content.file.Truncate(size); err != nil {

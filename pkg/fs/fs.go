@@ -23,6 +23,7 @@ type FS struct {
 	opts      Options
 	log       klog.Logger
 	mem       *budget
+	temp      *tempSpace   // temporary files' space, bounded by TempLimit
 	bufs      *bufPool     // readahead block buffers, held in mem
 	parts     *bufPool     // streaming upload part buffers, held in mem
 	prefixes  *prefixCache // first bytes of looked-up files, held in mem
@@ -65,6 +66,7 @@ func New(store ObjectStore, opts Options) (*FS, error) {
 		opts:     opts,
 		log:      opts.Logger.WithName("fs"),
 		mem:      newBudget(opts.MemoryLimit),
+		temp:     newTempSpace(opts.TempLimit),
 		now:      time.Now,
 		dirty:    map[*File]struct{}{},
 		life:     life,

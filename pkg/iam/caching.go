@@ -91,7 +91,14 @@ type CachingSource struct {
 	syncAt      time.Time // callers wait for a fresh token from here on
 	bgNotBefore time.Time // after a failed background refresh
 	flight      *flight   // the exchange in progress, if any
+	invalidAt   time.Time // when a refusal last threw a token away
 }
+
+// invalidateInterval spaces the refusals that may throw the cached token
+// away. COS answers 403 both to a revoked or expired token and to a
+// request the identity may not make; without a bound, a pod looping on a
+// forbidden write would drive one IAM exchange per write.
+const invalidateInterval = 30 * time.Second
 
 var (
 	_ Source      = (*CachingSource)(nil)
@@ -225,8 +232,9 @@ func (c *CachingSource) Invalidate() {
 // the others do not throw away the fresh token it brought.
 func (c *CachingSource) InvalidateToken(accessToken string) {
 	c.mu.Lock()
-	if c.cur.AccessToken == accessToken {
+	if c.cur.AccessToken == accessToken && (c.invalidAt.IsZero() || c.now().Sub(c.invalidAt) >= invalidateInterval) {
 		c.cur = Token{}
+		c.invalidAt = c.now()
 	}
 	c.mu.Unlock()
 }

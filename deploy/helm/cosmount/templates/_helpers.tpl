@@ -73,3 +73,16 @@ mountOptions:
 {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The endpoint policy flags of the node plugin and the controller (values: iamEndpoint, endpoints). */}}
+{{- define "cosmount.endpointArgs" -}}
+{{- $ep := .Values.endpoints -}}
+{{- with $ep.cosDefault }}
+- --cos-endpoint={{ . }}
+{{- end }}
+- --allowed-iam-endpoints={{ join "," $ep.allowedIAM }}
+- --allowed-cos-endpoints={{ join "," $ep.allowedCOS }}
+{{- if $ep.allowInsecureHTTP }}
+- --allow-insecure-http=true
+{{- end }}
+{{- end -}}
