@@ -40,6 +40,9 @@ type File struct {
 	// writer was told (close or fsync returned the error). Cleared by new
 	// changes and by a successful upload. Guarded by attrMu.
 	failReported bool
+	// refused: that failure was the store refusing the identity
+	// (AccessDenied), which no immediate retry changes. Guarded by attrMu.
+	refused      bool
 	lastOpenETag string // guarded by attrMu
 	target       string // guarded by attrMu: symlink target, once read
 }
@@ -383,9 +386,18 @@ func (f *File) reportedLocked(err error) error {
 	if err != nil {
 		f.attrMu.Lock()
 		f.failReported = f.dirty
+		f.refused = f.dirty && errors.Is(err, cos.ErrAccessDenied)
 		f.attrMu.Unlock()
 	}
 	return err
+}
+
+// refusedLocked reports whether the current changes were refused by the
+// store and the writer was told. Requires f.mu.
+func (f *File) refusedLocked() bool {
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
+	return f.failReported && f.refused
 }
 
 // Readlink returns an s3fs symlink's target (the object's body).
