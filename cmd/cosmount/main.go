@@ -104,7 +104,7 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	fs.StringVar(&f.hmacFile, "hmac-credentials-file", "", "file holding ACCESS_KEY_ID:SECRET_ACCESS_KEY for HMAC (SigV4) auth")
 	fs.BoolVar(&f.virtualHost, "virtual-host-style", false, "address buckets as <bucket>.<endpoint host> instead of in the path")
 	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground (the CSI node plugin uses this); otherwise detach once the mount is live")
-	fs.Var(optionList{&f.options}, "o", "mount options, comma separated: uid=,gid=,file_mode=,dir_mode=,allow_other,ro,prefix=,attr_ttl=,entry_ttl=,negative_ttl=,part_size=,upload_concurrency=,memory_limit=,... (repeatable)")
+	fs.Var(optionList{&f.options}, "o", "mount options, comma separated: uid=,gid=,file_mode=,dir_mode=,allow_other,ro,prefix=,attr_ttl=,entry_ttl=,negative_ttl=,part_size=,upload_concurrency=,memory_limit=,cache_memory=,cache_size=,cache_dir=,... (repeatable)")
 	fs.DurationVar(&f.startTimeout, "start-timeout", 60*time.Second, "how long to wait for the mount to become live")
 	fs.StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus metrics of this mount on this address (e.g. 127.0.0.1:9811); empty: off")
 	fs.StringVar(&f.volumeID, "volume-id", "", "name this mount's volume in every log line (volumeID=...) and rate-limit the log; the node's mounter sets it")

@@ -66,6 +66,7 @@ func runMount(args []string) error {
 	if !f.foreground {
 		return detach(f.startTimeout)
 	}
+	tuneGC(opts.MemoryLimit, opts.CacheMemory)
 	ready := newReadyReporter()
 	detached := ready.f != nil
 	err = serve(f, auth, bucket, mountpoint, opts, ready)
@@ -85,6 +86,11 @@ var errReported = errors.New("reported to the parent process")
 func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.Options, ready *readyReporter) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	stopProfiling, err := startProfiling()
+	if err != nil {
+		return err
+	}
+	defer stopProfiling()
 
 	metrics := newMountMetrics()
 	journal, err := openJournal(f)

@@ -93,6 +93,18 @@ func TestProcfsOfThisProcess(t *testing.T) {
 	if _, err := CPUSeconds(pid); err != nil {
 		t.Errorf("CPUSeconds: %v", err)
 	}
+	before, err := MinorFaults(pid)
+	if err != nil {
+		t.Fatalf("MinorFaults: %v", err)
+	}
+	// Touching fresh pages faults them in: the count must grow.
+	fresh := make([]byte, 8<<20)
+	for i := 0; i < len(fresh); i += 4096 {
+		fresh[i] = 1
+	}
+	if after, err := MinorFaults(pid); err != nil || after <= before {
+		t.Errorf("MinorFaults after touching 8 MiB = %d (before %d), %v", after, before, err)
+	}
 }
 
 // startSh starts a shell script as a Process logging into a temp dir; the

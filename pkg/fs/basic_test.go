@@ -197,11 +197,26 @@ func TestS3fsMetadataAndSymlinks(t *testing.T) {
 
 func TestUnsupportedOperationsFailClearly(t *testing.T) {
 	store := memstore.New()
-	_, mnt := mountT(t, store, testOptions())
+	mounted, mnt := mountT(t, store, testOptions())
 	shell(t, mnt, "echo x > f")
 	wantErrno(t, "link", os.Link(filepath.Join(mnt, "f"), filepath.Join(mnt, "g")), syscall.EPERM)
 	wantErrno(t, "mkfifo", syscall.Mkfifo(filepath.Join(mnt, "fifo"), 0o644), syscall.EPERM)
 	wantErrno(t, "setxattr", syscall.Setxattr(filepath.Join(mnt, "f"), "user.x", []byte("1"), 0), syscall.ENOTSUP)
+	// Extended attributes fail with ENOTSUP, and the kernel asks the
+	// server once per kind of request, not once per file.
+	shell(t, mnt, "echo y > g; mkdir d")
+	m := mounted.FS()
+	before := m.unsupported.Load()
+	for _, name := range []string{"f", "g", "d", "f"} {
+		_, err := syscall.Getxattr(filepath.Join(mnt, name), "user.x", make([]byte, 64))
+		wantErrno(t, "getxattr "+name, err, syscall.ENOTSUP)
+		_, err = syscall.Listxattr(filepath.Join(mnt, name), make([]byte, 64))
+		wantErrno(t, "listxattr "+name, err, syscall.ENOTSUP)
+		wantErrno(t, "removexattr "+name, syscall.Removexattr(filepath.Join(mnt, name), "user.x"), syscall.ENOTSUP)
+	}
+	if n := m.unsupported.Load() - before; n > 3 {
+		t.Errorf("the server answered %d xattr requests for 4 files, want at most one of each kind", n)
+	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(mnt, &st); err != nil || st.Blocks == 0 || st.Bavail == 0 {
 		t.Errorf("statfs: %+v %v", st, err)

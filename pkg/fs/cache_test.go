@@ -55,10 +55,10 @@ func TestNegativeCache(t *testing.T) {
 			t.Fatalf("stat %d: %v", i, err)
 		}
 	}
-	// The first miss is probed (HEAD + LIST name/) and lists the directory
+	// The first miss is probed (GET + LIST name/) and lists the directory
 	// once, so that further misses in it (cp -r) cost no request either.
-	if h, l := store.Count(memstore.OpHead), store.Count(memstore.OpList); h != 1 || l != 2 {
-		t.Errorf("10 lookups of a missing name cost %d HEAD and %d LIST, want 1 and 2", h, l)
+	if g, l := store.Count(memstore.OpGet), store.Count(memstore.OpList); g != 1 || l != 2 || store.Count(memstore.OpHead) != 0 {
+		t.Errorf("10 lookups of a missing name cost %v, want 1 GET and 2 LIST", store.Counts())
 	}
 	// Creating the name clears the negative entry.
 	if err := writeFile(missing, []byte("now here")); err != nil {
@@ -84,8 +84,8 @@ func TestNegativeCacheDisabled(t *testing.T) {
 		_, err := os.Stat(filepath.Join(mnt, "missing"))
 		wantErrno(t, "stat", err, syscall.ENOENT)
 	}
-	if h := store.Count(memstore.OpHead); h != 3 {
-		t.Errorf("without a negative cache 3 lookups cost %d HEADs", h)
+	if g := store.Count(memstore.OpGet); g != 3 {
+		t.Errorf("without a negative cache 3 lookups cost %d probes (GETs)", g)
 	}
 	// Another writer creates the object: visible at once.
 	putObject(t, store, "missing", "x", nil)

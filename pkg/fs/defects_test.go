@@ -62,13 +62,13 @@ func TestFailedUnlinkKeepsUnsavedData(t *testing.T) {
 	}
 }
 
-// A directory larger than one listing page is never listed for lookups, so
-// its negative cache is not replaced by a listing; expired names must still
-// be dropped, or a process that probes many names (a build, a backup)
-// grows the server's memory without bound.
+// A directory larger than a lookup's listing (lookupPages pages) is never
+// listed whole for lookups, so its negative cache is not replaced by a
+// listing; expired names must still be dropped, or a process that probes
+// many names (a build, a backup) grows the server's memory without bound.
 func TestNegativeCacheOfLargeDirectoryIsPruned(t *testing.T) {
 	store := memstore.New()
-	for i := 0; i < 1001; i++ { // one more than a listing page
+	for i := 0; i < lookupPages*1000+1; i++ { // one more than a lookup lists
 		putObject(t, store, fmt.Sprintf("big/o%04d", i), "x", nil)
 	}
 	opts := testOptions()

@@ -165,7 +165,8 @@ func (d *Dir) child(name string) node {
 }
 
 // Lookup answers from the caches when it can; otherwise it asks the store
-// whether name is a file (HEAD) and a directory (LIST name/, one key) at once.
+// whether name is a file (a GET of its first bytes, see lookupGet) and a
+// directory (LIST name/, one key) at once.
 func (d *Dir) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	resp.EntryValid = d.fs.opts.EntryTTL
 	ctx, cancel := d.fs.detach(ctx, opTimeout)
@@ -184,6 +185,12 @@ func (d *Dir) lookup(ctx context.Context, name string) (node, error) {
 	n, known, err, ok := d.cached(name)
 	if ok {
 		return n, err
+	}
+	if known == nil && d.relist(ctx) {
+		// The directory's listing had expired: listed again, it answers.
+		if n, known, err, ok = d.cached(name); ok {
+			return n, err
+		}
 	}
 	dirKey, err := d.key()
 	if err != nil {
@@ -250,8 +257,9 @@ func (d *Dir) cached(name string) (n node, known *entry, err error, ok bool) {
 }
 
 // headKnown finds the attributes of a name a listing showed to exist as a
-// file (HEAD) or a directory (HEAD of its marker: absent for an implicit
-// directory, else it may carry s3fs metadata).
+// file (a GET of its first bytes, see lookupGet) or a directory (HEAD of its
+// marker: absent for an implicit directory, else it may carry s3fs
+// metadata).
 func (d *Dir) headKnown(ctx context.Context, key string, kind entryKind) (*entry, error) {
 	if kind == kindDir {
 		e := &entry{kind: kindDir}
@@ -265,7 +273,7 @@ func (d *Dir) headKnown(ctx context.Context, key string, kind entryKind) (*entry
 		e.at = d.fs.now()
 		return e, nil
 	}
-	info, err := d.fs.store.Head(ctx, key)
+	info, err := d.fs.lookupGet(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +295,7 @@ func (d *Dir) probe(ctx context.Context, key string) (*entry, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		head, headErr = d.fs.store.Head(ctx, key)
+		head, headErr = d.fs.lookupGet(ctx, key)
 	}()
 	page, listErr := d.fs.store.List(ctx, cos.ListOptions{Prefix: key + "/", MaxKeys: 1})
 	wg.Wait()
@@ -612,22 +620,30 @@ func (d *Dir) Forget() {
 }
 
 // Extended attributes are not supported: every node (directory, file,
-// symlink) answers ENOTSUP through these methods of the embedded nodeBase.
+// symlink) answers through these methods of the embedded nodeBase. They
+// answer ENOSYS, not ENOTSUP: on ENOSYS the kernel stops sending that
+// request for the whole mount and answers ENOTSUP (EOPNOTSUPP) itself, so
+// applications see the same error without a request per file (ls -l asks
+// every file for its ACL).
 func (n *nodeBase) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }
 
 // Listxattr: see Getxattr.
 func (n *nodeBase) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }
 
 // Setxattr: see Getxattr.
 func (n *nodeBase) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }
 
 // Removexattr: see Getxattr.
 func (n *nodeBase) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
-	return syscall.ENOTSUP
+	n.fs.unsupported.Add(1)
+	return syscall.ENOSYS
 }

@@ -24,7 +24,11 @@
 //	File.mu -> fileHandle.mu -> Dir.mu -> { FS.mu | File.attrMu }
 //
 // File.mu serialises a file's content changes and uploads and may be held
-// across store I/O. fileHandle.mu guards readahead state. Dir.mu guards a
+// across store I/O. fileHandle.mu guards readahead state; under it a
+// readahead takes a chunk's mu (shared with that chunk's GET goroutine),
+// under that the read cache's mu (a block moving into the cache), and
+// under either the buffer pools' and the budget's locks, which are leaves;
+// the prefix cache's mu is held only around the budget's. Dir.mu guards a
 // directory's entry and negative caches. FS.mu (the namespace: parent/name
 // links, Dir.children, the dirty set) and File.attrMu (a file's attributes)
 // are leaves: nothing is acquired while holding either, and they are never
@@ -36,12 +40,13 @@
 // it is not atomic. A failed copy removes the copies made so far, so the
 // directory stays under its old name and the rename can be repeated; a
 // failed delete after every copy succeeded leaves keys under both names
-// (the new directory is complete). The error is returned either way. A lookup that
-// probes a name lists the directory once (one page, 1000 names): the
-// listing then tells which names exist for EntryTTL (each is still HEADed
-// once for its metadata) and which do not (for min(EntryTTL, NegativeTTL),
-// as a readdir listing does); a directory larger than a page is probed name
-// by name. Another client may write a name after a listing, so creating a
+// (the new directory is complete). The error is returned either way. A
+// lookup that probes a name lists the directory once (two pages, 2000
+// names): the listing then tells which names exist for EntryTTL (each still
+// costs one GET of its first bytes, for its metadata, see prefix.go) and
+// which do not (for min(EntryTTL, NegativeTTL), as a readdir listing does);
+// in a larger directory the names of those pages are known to exist and the
+// others are probed name by name. Another client may write a name after a listing, so creating a
 // name a listing said absent HEADs it first (not a name this mount HEADed
 // or removed itself, nor one in a directory it made by mkdir less than
 // EntryTTL ago): if the object exists, O_CREAT opens it (O_TRUNC empties
@@ -84,6 +89,13 @@
 // part) each fsync uploads the whole file. Nothing reaches the store before flush, fsync or
 // release, and a failed upload stays dirty (retried by the next flush,
 // fsync or FS.Flush) after close has returned the error.
+//
+// Reads: a lookup that asks the store about a file GETs its first 128 KiB
+// (prefix.go) instead of HEADing it, and keeps those bytes for the read that
+// follows; reads go through a per-handle readahead of part-sized ranged GETs
+// in 1 MiB blocks, sharing one budget fairly (readahead.go), and, when the
+// volume has one, the read cache of blocks in memory and on disk (cache.go),
+// served only for the ETag of the file's current attributes.
 //
 // Tests: a process must not open files of its own mount with *os.File (Go
 // registers regular files with epoll, whose FUSE poll request can leave the

@@ -318,9 +318,12 @@ func (f *File) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 		f.content.fresh = false // touch(1): its close must upload (fileHandle.Flush)
 	}
 	if dirty {
-		if f.opens > 0 {
-			return nil // uploaded, with the new metadata, on flush
+		if f.opens > 0 && req.Valid.Handle() {
+			return nil // uploaded, with the new metadata, on that descriptor's flush
 		}
+		// By path (truncate, chmod): the caller has no descriptor to flush
+		// later. A descriptor closed just before may still be counted in
+		// opens, as the kernel releases it after close returns.
 		return f.fs.fail("setattr", key, f.flushLocked(ctx))
 	}
 	if !exists || !ok {

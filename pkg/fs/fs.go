@@ -23,11 +23,19 @@ type FS struct {
 	opts      Options
 	log       klog.Logger
 	mem       *budget
-	temp      *tempSpace // temporary files' space, bounded by TempLimit
-	bufs      *bufPool   // readahead chunk buffers, held in mem
+	temp      *tempSpace   // temporary files' space, bounded by TempLimit
+	bufs      *bufPool     // readahead block buffers, held in mem
+	parts     *bufPool     // streaming upload part buffers, held in mem
+	prefixes  *prefixCache // first bytes of looked-up files, held in mem
+	cache     *blockCache  // the read cache; nil when off
 	now       func() time.Time
 	mountTime time.Time
 	inodes    atomic.Uint64
+	streams   atomic.Int64 // sequential readahead streams, sharing readBudget
+	readWaits atomic.Int64 // reads that waited for a chunk's data
+	// unsupported counts requests answered ENOSYS (the kernel sends each
+	// kind at most once per mount).
+	unsupported atomic.Int64
 
 	// life ends when the filesystem stops being served. Store calls run on
 	// contexts detached from the FUSE request (see detach) and bounded by it.
@@ -65,10 +73,21 @@ func New(store ObjectStore, opts Options) (*FS, error) {
 		shutdown: shutdown,
 	}
 	f.store = getObserver{ObjectStore: store, fs: f}
-	f.bufs = newBufPool(f.mem, opts.PartSize, readaheadDepth(opts))
+	// Idle blocks: what a stream passes on from a finished part to the
+	// next GETs, and no more, so that an idle pool does not hold memory.
+	f.bufs = newBufPool(f.mem, blockSize, int(2*opts.PartSize/blockSize))
+	// A streaming upload fills one part while UploadConcurrency are in
+	// flight; the parts that come back are the next ones it fills.
+	f.parts = newBufPool(f.mem, opts.PartSize, opts.UploadConcurrency+1)
+	f.prefixes = newPrefixCache(f.mem, f.reserve(), min(16*MiB, opts.MemoryLimit/16), opts.AttrTTL, func() time.Time { return f.now() })
 	f.mountTime = f.now()
 	f.inodes.Store(1) // 1 is the root
 	f.root = newDir(f, nil, "", 1)
+	cache, err := newBlockCache(f)
+	if err != nil {
+		return nil, err
+	}
+	f.cache = cache
 	return f, nil
 }
 
@@ -81,6 +100,21 @@ func (f *FS) Root() (fusefs.Node, error) { return f.root, nil }
 // MemoryStats returns the bytes of buffer memory in use and their high-water
 // mark since New; both are bounded by Options.MemoryLimit.
 func (f *FS) MemoryStats() (inUse, highWater int64) { return f.mem.stats() }
+
+// cachedBytes is the part of the budget in use that caches hold (kept
+// after every file is closed, until evicted or the mount ends).
+func (f *FS) cachedBytes() int64 { return f.prefixes.bytes() }
+
+// stop ends the store calls of operations that can no longer answer and
+// empties the caches: the filesystem is no longer served.
+func (f *FS) stop() {
+	f.shutdown()
+	f.prefixes.clear()
+	f.cache.close()
+}
+
+// CacheStats reports the read cache's sizes and counters (zero when off).
+func (f *FS) CacheStats() CacheStats { return f.cache.stats() }
 
 // Statfs reports large, constant numbers: a bucket has no fixed capacity, and
 // tools such as df and installers refuse to write to a filesystem that looks full.

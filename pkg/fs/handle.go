@@ -41,15 +41,18 @@ func newFileHandle(f *File, writable bool) *fileHandle {
 func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
 	f := h.f
 	dst := resp.Data[:req.Size]
-	// Completing an upload must not be cut short by an interrupt; only the
-	// wait for data below honours it (ctx.go).
-	uctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
-	defer cancel()
 	f.mu.Lock()
-	if err := f.finishStreamLocked(uctx); err != nil {
-		f.mu.Unlock()
-		key, _ := f.key()
-		return f.fs.fail("read", key, err)
+	if c := f.content; c != nil && c.kind == streaming {
+		// Completing an upload must not be cut short by an interrupt; only
+		// the wait for data below honours it (ctx.go).
+		uctx, cancel := f.fs.detach(ctx, transferTimeout(f.transferSize()))
+		err := f.finishStreamLocked(uctx)
+		cancel()
+		if err != nil {
+			f.mu.Unlock()
+			key, _ := f.key()
+			return f.fs.fail("read", key, err)
+		}
 	}
 	if c := f.content; c != nil {
 		n, err := c.readAt(dst, req.Offset)
@@ -66,6 +69,17 @@ func (h *fileHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse
 	if !ok {
 		resp.Data = dst[:0]
 		return nil
+	}
+	if f.fs.cache.enabled() && f.attrsStale() {
+		// Cached data is served for the ETag of the attributes: those are
+		// revalidated after AttrTTL even while the file stays open, so a
+		// changed object is not served from the cache for longer.
+		rctx, cancel := f.fs.detach(ctx, opTimeout)
+		err := f.revalidate(rctx)
+		cancel()
+		if err != nil {
+			return f.fs.fail("read", key, err)
+		}
 	}
 	f.attrMu.Lock()
 	etag, size := f.info.ETag, f.info.Size
@@ -170,4 +184,12 @@ var _ fusefs.HandlePoller = (*fileHandle)(nil)
 // otherwise cost a request per open.)
 func (h *fileHandle) Poll(ctx context.Context, req *fuse.PollRequest, resp *fuse.PollResponse) error {
 	return syscall.ENOSYS
+}
+
+// attrsStale reports whether the file's attributes are older than AttrTTL
+// (and would be revalidated by the next revalidate).
+func (f *File) attrsStale() bool {
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
+	return !f.hasContent && f.exists && f.fs.now().Sub(f.fetchedAt) >= f.fs.opts.AttrTTL
 }

@@ -105,7 +105,7 @@ func unmountT(t *testing.T, m *Mounted) {
 	// that overtakes it ends serving before the handle frees its buffers.
 	// Give pending releases a moment so the check below sees a settled FS.
 	for settle := time.Now().Add(2 * time.Second); time.Now().Before(settle); time.Sleep(10 * time.Millisecond) {
-		if used, _ := m.FS().MemoryStats(); used == 0 {
+		if used, _ := m.FS().MemoryStats(); used == m.FS().cachedBytes() {
 			break
 		}
 	}

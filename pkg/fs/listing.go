@@ -42,14 +42,14 @@ func (d *Dir) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 }
 
 // listForLookup lists the directory once (after a lookup probed a name):
-// when it fits in one page, the listing tells following lookups which names
-// exist for EntryTTL, so each costs one HEAD instead of HEAD + LIST, and
-// which do not (a name created then costs Create's HEAD, see absenceKnown,
-// instead of HEAD + LIST). It reports
-// whether a listing was installed (by this call or a concurrent one); a
-// directory larger than a page is remembered as such for EntryTTL, and its
-// names are probed one by one. Errors are left to the probe, which reports
-// its own.
+// when it fits in lookupPages pages, the listing tells following lookups
+// which names exist for EntryTTL, so each costs one request (lookupGet)
+// instead of a probe's two, and which do not (a name created then costs
+// Create's HEAD, see absenceKnown, instead of a probe). It reports whether
+// a listing was installed (by this call or a concurrent one). A larger
+// directory is remembered as such for EntryTTL: the names its first pages
+// showed are known to exist, the others are probed one by one. Errors are
+// left to the probe, which reports its own.
 func (d *Dir) listForLookup(ctx context.Context) bool {
 	if d.fs.opts.EntryTTL == 0 || d.fs.opts.NegativeTTL == 0 {
 		return false
@@ -60,6 +60,10 @@ func (d *Dir) listForLookup(ctx context.Context) bool {
 		d.mu.Unlock()
 		return false
 	}
+	// A directory that readdir listed whole is listed whole again (with
+	// the listing's attributes, as readdir does): an `ls -l` that outlasts
+	// EntryTTL then costs a listing, not a lookup request per name.
+	whole := d.complete && !d.namesOnly
 	if ch := d.listing; ch != nil {
 		d.mu.Unlock()
 		select {
@@ -82,22 +86,56 @@ func (d *Dir) listForLookup(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	listed, complete, err := d.list(ctx, dirKey, 1, now)
+	pages := lookupPages
+	if whole {
+		pages = 0
+	}
+	listed, complete, err := d.list(ctx, dirKey, pages, now)
 	if err != nil {
 		return false
 	}
-	if !complete {
-		d.mu.Lock()
-		d.largeUntil = now.Add(d.fs.opts.EntryTTL)
-		d.mu.Unlock()
-		return false
+	if whole {
+		d.install(dirKey, listed, now, false)
+		return true
 	}
 	for _, e := range listed {
 		e.nameOnly = true
 	}
+	if !complete {
+		// The names the pages showed exist (a lookup of one costs a single
+		// request); whether another name exists, only a probe can tell.
+		d.mu.Lock()
+		d.largeUntil = now.Add(d.fs.opts.EntryTTL)
+		for name, e := range listed {
+			if cur := d.entries[name]; cur != nil && cur.at.After(now) {
+				continue // learned since the listing began
+			}
+			if exp, ok := d.negative[name]; ok && exp.Add(-d.fs.opts.NegativeTTL).After(now) {
+				continue // removed since
+			}
+			d.entries[name] = e
+		}
+		d.mu.Unlock()
+		return false
+	}
 	d.install(dirKey, listed, now, true)
 	return true
 }
+
+// relist lists a directory again whose complete listing (readdir's, a
+// lookup's, or mkdir's) has expired, instead of probing a name in it; it
+// reports whether a complete listing is installed.
+func (d *Dir) relist(ctx context.Context) bool {
+	d.mu.Lock()
+	was := d.complete
+	d.mu.Unlock()
+	return was && d.listForLookup(ctx)
+}
+
+// lookupPages is how many pages of a listing a lookup reads: a directory
+// of up to 2,000 names (a thousand files and their directory's marker, for
+// instance) is known whole after one lookup.
+const lookupPages = 2
 
 // list reads the directory's listing, at most maxPages pages (0: all), and
 // stamps the entries with at; complete reports whether it read them all.

@@ -38,17 +38,19 @@ func Mount(ctx context.Context, mountpoint string, store ObjectStore, opts Optio
 	}
 	// Fail here, with the store's error, rather than on the first ls.
 	if _, err := store.List(ctx, cos.ListOptions{Prefix: fsys.opts.Prefix, Delimiter: "/", MaxKeys: 1}); err != nil {
+		fsys.stop()
 		return nil, fmt.Errorf("cannot list the bucket (prefix %q): %w", fsys.opts.Prefix, err)
 	}
 	conn, err := fuse.Mount(mountpoint, fsys.mountOptions()...)
 	if err != nil {
+		fsys.stop()
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	m := &Mounted{fs: fsys, mountpoint: mountpoint, conn: conn, done: make(chan struct{})}
 	srv := fusefs.New(conn, nil)
 	go func() {
 		err := srv.Serve(fsys)
-		fsys.shutdown() // ends the store calls of operations that can no longer answer
+		fsys.stop()
 		m.mu.Lock()
 		m.serveErr = err
 		m.mu.Unlock()

@@ -19,12 +19,13 @@ import (
 )
 
 // countingStore is the memory store with a count of GETs in flight (from
-// the call until the body is closed) and, when gate is set, GETs held until
-// it is closed.
+// the call until the body is closed) and, while a hold is set, GETs of
+// ranges starting at or beyond it held until the hold moves past them.
 type countingStore struct {
 	*memstore.Store
 	mu          sync.Mutex
-	gate        chan struct{} // guarded by mu; nil: GETs pass
+	hold        int64         // guarded by mu; 0: no hold
+	moved       chan struct{} // guarded by mu: closed when hold changes
 	inflight    int           // guarded by mu
 	maxInflight int           // guarded by mu
 }
@@ -33,16 +34,18 @@ func (s *countingStore) Get(ctx context.Context, key string, o cos.GetOptions) (
 	s.mu.Lock()
 	s.inflight++
 	s.maxInflight = max(s.maxInflight, s.inflight)
-	gate := s.gate
-	s.mu.Unlock()
-	if gate != nil {
+	for s.hold > 0 && o.Offset >= s.hold-1 {
+		moved := s.moved
+		s.mu.Unlock()
 		select {
-		case <-gate:
+		case <-moved:
 		case <-ctx.Done():
 			s.done()
 			return nil, cos.ObjectInfo{}, ctx.Err()
 		}
+		s.mu.Lock()
 	}
+	s.mu.Unlock()
 	rc, info, err := s.Store.Get(ctx, key, o)
 	if err != nil {
 		s.done()
@@ -57,10 +60,26 @@ func (s *countingStore) done() {
 	s.mu.Unlock()
 }
 
-func (s *countingStore) setGate(c chan struct{}) {
+// holdFrom holds the GETs of ranges starting at off or later (also those
+// already waiting); release lets every GET through.
+func (s *countingStore) holdFrom(off int64) {
 	s.mu.Lock()
-	s.gate = c
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	s.hold = off + 1
+	if s.moved != nil {
+		close(s.moved)
+	}
+	s.moved = make(chan struct{})
+}
+
+func (s *countingStore) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hold = 0
+	if s.moved != nil {
+		close(s.moved)
+		s.moved = nil
+	}
 }
 
 func (s *countingStore) stats() (inflight, maxInflight int) {
@@ -190,8 +209,8 @@ func TestReadaheadSequentialIsOneGETPerPart(t *testing.T) {
 			if gets := x.store.Count(memstore.OpGet); gets != tc.gets {
 				t.Errorf("%d GETs, want %d", gets, tc.gets)
 			}
-			if _, most := x.store.stats(); most > readaheadDepth(x.fs.opts) {
-				t.Errorf("%d GETs in flight at once, want at most %d", most, readaheadDepth(x.fs.opts))
+			if _, most := x.store.stats(); most > maxWindow(x.fs) {
+				t.Errorf("%d GETs in flight at once, want at most %d", most, maxWindow(x.fs))
 			}
 			r.close()
 			if used, high := x.fs.mem.stats(); used != 0 || high > x.fs.opts.MemoryLimit {
@@ -201,44 +220,76 @@ func TestReadaheadSequentialIsOneGETPerPart(t *testing.T) {
 	}
 }
 
-func TestReadaheadKeepsDepthInFlight(t *testing.T) {
+// maxWindow is the most chunks one stream alone keeps in flight on fsys.
+func maxWindow(fsys *FS) int {
+	unit, ahead := (&readahead{fs: fsys}).limits()
+	return int(ahead / unit)
+}
+
+// While reads wait for data, the window widens one chunk at a time up to
+// ReadaheadMax: the store is slower than the application, so more GETs run
+// in parallel.
+func TestReadaheadWindowWidensWhileReadsWait(t *testing.T) {
+	const part = 8 * MiB
 	x := newRAFixture(t, 128*MiB, raOptions())
-	depth := readaheadDepth(x.fs.opts)
+	depth := maxWindow(x.fs)
 	r := x.open(t)
-	x.readAt(t, r, 0, 128*KiB) // the first part, fetched alone
-	gate := make(chan struct{})
-	x.store.setGate(gate)
-	x.readAt(t, r, 128*KiB, 128*KiB) // sequential: the prefetch fills up
-	waitFor(t, "the prefetch GETs to start", func() bool {
-		inflight, _ := x.store.stats()
-		return inflight == depth-1
-	})
-	// The rest of the first part is buffered; entering the second part
-	// (held at the gate) moves the window one part on.
-	for off := int64(256 * KiB); off < 8*MiB; off += 256 * KiB {
-		x.readAt(t, r, off, 256*KiB)
+	x.store.holdFrom(part)
+	for off := int64(0); off < part; off += 256 * KiB {
+		x.readAt(t, r, off, 256*KiB) // the first part; the second is held
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := r.read(context.Background(), "obj", x.etag, 128*MiB, 8*MiB, make([]byte, 4096))
-		done <- err
-	}()
-	waitFor(t, "the window to move", func() bool {
-		inflight, _ := x.store.stats()
-		return inflight == depth
-	})
-	close(gate)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for p := int64(1); p < 16; p++ {
+		// The read of part p waits for its GET: only then does the hold
+		// move past it.
+		waits := x.fs.readWaits.Load()
+		go func() {
+			for deadline := time.Now().Add(30 * time.Second); x.fs.readWaits.Load() == waits && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			x.store.holdFrom((p + 1) * part)
+		}()
+		x.readAt(t, r, p*part, 4096)
+		if want := min(depth, startWindow+int(p)); r.window != want {
+			t.Fatalf("window %d after %d waits, want %d", r.window, p, want)
+		}
+		for off := p*part + 4096; off < (p+1)*part; off += MiB {
+			x.readAt(t, r, off, min(MiB, (p+1)*part-off))
+		}
 	}
-	for off := int64(8*MiB + 4096); off < 128*MiB; off += MiB {
-		x.readAt(t, r, off, MiB)
-	}
+	x.store.release()
 	if gets := x.store.Count(memstore.OpGet); gets != 16 {
 		t.Errorf("%d GETs for 16 parts", gets)
 	}
 	if _, most := x.store.stats(); most != depth {
 		t.Errorf("at most %d GETs in flight, want %d", most, depth)
+	}
+}
+
+// Where the store delivers faster than the application reads, a stream
+// keeps startWindow chunks and gives blocks back as it passes them: it holds
+// about two parts, not ReadaheadMax.
+func TestReadaheadWindowStaysSmallWhileDataIsReady(t *testing.T) {
+	const size = 128 * MiB
+	x := newRAFixture(t, size, raOptions())
+	r := x.open(t)
+	for off := int64(0); off < size; off += 128 * KiB {
+		// Let every GET finish before the next read: the data is always there.
+		for _, c := range r.chunks {
+			<-c.exited
+		}
+		x.readAt(t, r, off, 128*KiB)
+	}
+	if _, most := x.store.stats(); most > startWindow {
+		t.Errorf("%d GETs in flight at once, want at most %d", most, startWindow)
+	}
+	if r.window != startWindow {
+		t.Errorf("window %d, want %d", r.window, startWindow)
+	}
+	// Two chunks, the blocks within keepBehind of the head and the pool's
+	// idle blocks (which hold their budget).
+	limit := startWindow*x.fs.opts.PartSize + keepBehind + int64(2*x.fs.opts.PartSize)
+	if _, high := x.fs.mem.stats(); high > limit {
+		t.Errorf("high-water %d MiB, want at most %d MiB", high/MiB, limit/MiB)
 	}
 }
 
@@ -275,7 +326,7 @@ func TestReadaheadRandomAndSeeks(t *testing.T) {
 		x.readAt(t, r, off, MiB)
 	}
 	for _, c := range r.chunks {
-		<-c.done // so that only the seek's GETs are counted below
+		<-c.exited // so that only the seek's GETs are counted below
 	}
 	before := x.store.Count(memstore.OpGet)
 	x.readAt(t, r, 90*MiB, 4096)
@@ -441,8 +492,7 @@ func TestReadaheadStaleObject(t *testing.T) {
 func TestReadaheadInterruptedReadKeepsPrefetch(t *testing.T) {
 	x := newRAFixture(t, 40*MiB, raOptions())
 	r := x.open(t)
-	gate := make(chan struct{})
-	x.store.setGate(gate)
+	x.store.holdFrom(0)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -454,7 +504,7 @@ func TestReadaheadInterruptedReadKeepsPrefetch(t *testing.T) {
 	if err := <-errc; !errors.Is(errno(err), syscall.EINTR) {
 		t.Fatalf("interrupted read: %v, want EINTR", err)
 	}
-	close(gate)
+	x.store.release()
 	// The retry is served by the GET the interrupted read started: the
 	// whole file still costs one GET per part.
 	for off := int64(0); off < 40*MiB; off += 256 * KiB {
@@ -488,8 +538,10 @@ func TestMountSequentialReadGETs(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("read %d bytes (%v), data equal: %v", len(got), err, bytes.Equal(got, data))
 		}
-		if gets := store.Count(memstore.OpGet); gets != size/(8*MiB) {
-			t.Errorf("%d GETs for %d parts", gets, size/(8*MiB))
+		// The lookup GETs the first 128 KiB (lookupGet); the parts
+		// follow on from there, one GET each.
+		if gets := store.Count(memstore.OpGet); gets != size/(8*MiB)+1 || store.Count(memstore.OpHead) != 0 {
+			t.Errorf("%v for %d parts and the lookup", store.Counts(), size/(8*MiB))
 		}
 	})
 
@@ -525,8 +577,8 @@ func TestMountSequentialReadGETs(t *testing.T) {
 		if !bytes.Equal(got, data) {
 			t.Fatal("wrong data")
 		}
-		if gets := store.Count(memstore.OpGet); gets != size/(8*MiB) {
-			t.Errorf("%d GETs for %d parts: the stream restarted", gets, size/(8*MiB))
+		if gets := store.Count(memstore.OpGet); gets != size/(8*MiB)+1 {
+			t.Errorf("%d GETs for %d parts and the lookup: the stream restarted", gets, size/(8*MiB))
 		}
 	})
 

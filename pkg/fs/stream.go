@@ -44,6 +44,7 @@ func (f *FS) startStream(ctx context.Context, key string, o cos.PutOptions) (*st
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(f.life)
+	f.parts.open()
 	return &streamUpload{
 		fs: f, key: key, uploadID: id, metadata: o.Metadata, partSize: f.opts.PartSize,
 		slots: make(chan struct{}, f.opts.UploadConcurrency), ctx: sctx, cancel: cancel,
@@ -124,10 +125,10 @@ func (s *streamUpload) write(ctx context.Context, data []byte) error {
 			return err
 		}
 		if s.cur == nil {
-			if err := s.fs.mem.acquire(ctx, s.partSize); err != nil {
-				return s.fail(err)
+			s.cur = s.newPart(ctx)
+			if s.cur == nil {
+				return s.fail(ctx.Err())
 			}
-			s.cur = make([]byte, 0, s.partSize)
 		}
 		n := copy(s.cur[len(s.cur):cap(s.cur)], data)
 		s.cur = s.cur[:len(s.cur)+n]
@@ -141,6 +142,30 @@ func (s *streamUpload) write(ctx context.Context, data []byte) error {
 		}
 	}
 	return nil
+}
+
+// newPart returns an empty part buffer holding PartSize of budget: one that
+// an uploaded part gave back (already faulted in), or a new one once the
+// budget has room; nil if ctx ends first.
+func (s *streamUpload) newPart(ctx context.Context) []byte {
+	if b := s.fs.parts.take(); b != nil {
+		return b[:0]
+	}
+	if err := s.fs.mem.acquire(ctx, s.partSize); err != nil {
+		return nil
+	}
+	return make([]byte, 0, s.partSize)
+}
+
+// freePart gives back a part buffer with budget bytes of budget: a whole
+// part buffer of its own goes back to the pool, anything else (a part of an
+// adopted in-memory buffer) returns its budget.
+func (s *streamUpload) freePart(data []byte, budget int64) {
+	if int64(cap(data)) == s.partSize && budget == s.partSize {
+		s.fs.parts.put(data[:s.partSize])
+		return
+	}
+	s.fs.mem.release(budget)
 }
 
 // submit uploads one part in the background; the part's budget is released
@@ -162,7 +187,7 @@ func (s *streamUpload) submit(ctx context.Context, data []byte, budget int64) er
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.slots }()
-		defer s.fs.mem.release(budget)
+		defer s.freePart(data, budget)
 		ctx, cancel := context.WithTimeout(s.ctx, transferTimeout(int64(len(data))))
 		defer cancel()
 		p, err := s.fs.store.UploadPart(ctx, s.key, s.uploadID, num, bytes.NewReader(data), int64(len(data)))
@@ -190,7 +215,7 @@ func (s *streamUpload) finish(ctx context.Context) (cos.ObjectInfo, error) {
 			return cos.ObjectInfo{}, err
 		}
 	} else if s.cur != nil {
-		s.fs.mem.release(s.partSize)
+		s.freePart(s.cur, s.partSize)
 		s.cur = nil
 	}
 	s.wg.Wait()
@@ -205,6 +230,7 @@ func (s *streamUpload) finish(ctx context.Context) (cos.ObjectInfo, error) {
 		return cos.ObjectInfo{}, err
 	}
 	s.cancel()
+	s.fs.parts.close()
 	return info, nil
 }
 
@@ -213,10 +239,11 @@ func (s *streamUpload) finish(ctx context.Context) (cos.ObjectInfo, error) {
 func (s *streamUpload) abort() {
 	s.cancel()
 	if s.cur != nil {
-		s.fs.mem.release(s.partSize)
+		s.freePart(s.cur, s.partSize)
 		s.cur = nil
 	}
 	s.wg.Wait()
+	s.fs.parts.close()
 	if err := s.fs.store.AbortMultipart(context.Background(), s.key, s.uploadID); err != nil && !errors.Is(err, cos.ErrNotFound) {
 		s.fs.log.Error(err, "abort multipart upload failed", "key", s.key)
 	}

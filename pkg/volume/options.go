@@ -59,6 +59,16 @@ type Options struct {
 	// 0 means no cap of the volume's own: under a mounter the node's
 	// maximum applies (see Spec.Args), standalone there is none.
 	TempLimit int64
+	// CacheMemory bounds the read cache in memory, in bytes; 0 turns it
+	// off. It comes on top of MemoryLimit.
+	CacheMemory int64
+	// CacheSize bounds the read cache on disk, under CacheDir; 0 turns it
+	// off.
+	CacheSize int64
+	// CacheDir is a node-local directory for the disk read cache; each
+	// server keeps its blocks in a subdirectory of its own, removed when it
+	// exits.
+	CacheDir string
 }
 
 // DefaultOptions returns the defaults: uid/gid 0, 0644/0755, 5 s TTLs, 8 MiB
@@ -155,6 +165,12 @@ func (o Options) Validate() error {
 	}
 	if o.TempLimit < 0 {
 		bad("temp_limit", "%d is negative", o.TempLimit)
+	}
+	if o.CacheMemory < 0 {
+		bad("cache_memory", "%d is negative", o.CacheMemory)
+	}
+	if o.CacheSize < 0 {
+		bad("cache_size", "%d is negative", o.CacheSize)
 	}
 	return errors.Join(errs...)
 }
@@ -301,6 +317,23 @@ var optionTable = []option{
 			return nil
 		},
 		get: func(o, d *Options) (string, bool) { return o.TempDir, o.TempDir != d.TempDir }},
+	{name: "cache_memory", scope: ScopeVolume,
+		set: func(o *Options, v string) error { return parseSizeInto(v, &o.CacheMemory) },
+		get: func(o, d *Options) (string, bool) {
+			return FormatSize(o.CacheMemory), o.CacheMemory != d.CacheMemory
+		}},
+	{name: "cache_size", scope: ScopeVolume,
+		set: func(o *Options, v string) error { return parseSizeInto(v, &o.CacheSize) },
+		get: func(o, d *Options) (string, bool) { return FormatSize(o.CacheSize), o.CacheSize != d.CacheSize }},
+	{name: "cache_dir", scope: ScopeNode,
+		set: func(o *Options, v string) error {
+			if !strings.HasPrefix(v, "/") {
+				return errors.New("must be an absolute path")
+			}
+			o.CacheDir = v
+			return nil
+		},
+		get: func(o, d *Options) (string, bool) { return o.CacheDir, o.CacheDir != d.CacheDir }},
 }
 
 // lookupOption finds name in the grammar; '-' and '_' are interchangeable

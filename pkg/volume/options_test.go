@@ -30,6 +30,12 @@ func TestParseOptions(t *testing.T) {
 		{"part_size=16Mi,memory_limit=1Gi", func(o Options) bool { return o.PartSize == 16*MiB && o.MemoryLimit == GiB }, ""},
 		{" uid=1 , ,gid=2", func(o Options) bool { return o.UID == 1 && o.GID == 2 }, ""},
 		{"temp_dir=/var/tmp", func(o Options) bool { return o.TempDir == "/var/tmp" }, ""},
+		{"cache_memory=64MiB,cache_size=10Gi,cache_dir=/var/cache/cosmount", func(o Options) bool {
+			return o.CacheMemory == 64*MiB && o.CacheSize == 10*GiB && o.CacheDir == "/var/cache/cosmount"
+		}, ""},
+		{"cache_dir=cache", nil, "cache_dir"},
+		{"cache_size=-1", nil, "cache_size"},
+		{"cache_memory=lots", nil, "cache_memory"},
 		{"bogus=1", nil, `unknown mount option "bogus" (known: prefix, uid`},
 		{"noatime", nil, `unknown mount option "noatime"`},
 		{"ro=1", nil, "ro=\"1\": takes no value"},
@@ -77,6 +83,8 @@ func TestApplyScopes(t *testing.T) {
 	}{
 		{"uid=1,ro,part-size=16MiB", ""},
 		{"temp_dir=/tmp", "temp_dir=\"/tmp\": is set by the node's administrator"},
+		{"cache_dir=/var/cache", "cache_dir=\"/var/cache\": is set by the node's administrator"},
+		{"cache_size=1GiB,cache_memory=64MiB", ""},
 		{"prefix=x", "prefix=\"x\": is given by the volume's attributes"},
 	} {
 		o := DefaultOptions()
@@ -106,6 +114,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 		"attr_ttl=1m30s,entry_ttl=0s,negative_ttl=100ms",
 		"part_size=16MiB,upload_concurrency=16,memory_limit=1GiB,multipart_threshold=5000000,readahead_max=0",
 		"prefix=a/b,temp_dir=/var/tmp",
+		"cache_memory=64MiB,cache_size=10GiB,cache_dir=/var/cache/cosmount",
 		"readahead_max=1TB",
 	} {
 		o, err := ParseOptions(in)

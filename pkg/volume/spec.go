@@ -185,8 +185,8 @@ func (s *Spec) Validate() error {
 			return bad("iamEndpoint", "%v", err)
 		}
 	}
-	if s.Options.Prefix != "" || s.Options.TempDir != "" {
-		return bad("options", "prefix and temp_dir are not volume options")
+	if s.Options.Prefix != "" || s.Options.TempDir != "" || s.Options.CacheDir != "" {
+		return bad("options", "prefix, temp_dir and cache_dir are not volume options")
 	}
 	return s.Options.Validate()
 }
@@ -232,9 +232,9 @@ func (s *Spec) Source() string {
 // Args builds the server's command line: `cosmount mount` with flags, then
 // nodeFlags (flags about the node's resources that the mounter adds, such
 // as the control socket), the -o list (the volume's options plus
-// nodeOptions, which may carry node-scope options such as temp_dir, and
-// whose TempLimit is the node's maximum of a volume's temp_limit: a volume
-// may ask for less, never for more or for none),
+// nodeOptions, which may carry node-scope options (temp_dir, cache_dir),
+// and whose TempLimit is the node's maximum of a volume's temp_limit: a
+// volume may ask for less, never for more or for none),
 // the source and the target. credFile is the path of the credential file;
 // secrets themselves never appear in argv, which every user of the node can
 // read through /proc.
@@ -243,6 +243,7 @@ func (s *Spec) Args(credFile string, nodeOptions Options, nodeFlags ...string) [
 	args = append(args, nodeFlags...)
 	opts := s.Options
 	opts.TempDir = nodeOptions.TempDir
+	opts.CacheDir = nodeOptions.CacheDir
 	// The node's maximum of temporary space; a volume may only lower it.
 	if max := nodeOptions.TempLimit; max > 0 && (opts.TempLimit == 0 || opts.TempLimit > max) {
 		opts.TempLimit = max

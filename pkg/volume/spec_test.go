@@ -81,6 +81,10 @@ func TestSpecJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(bad), &back); !errors.As(err, &oe) || oe.Option != "temp_dir" {
 		t.Errorf("temp_dir over the wire: %v, want an OptionError naming it", err)
 	}
+	bad = strings.Replace(string(data), `"options":"`, `"options":"cache_dir=/etc,`, 1)
+	if err := json.Unmarshal([]byte(bad), &back); !errors.As(err, &oe) || oe.Option != "cache_dir" {
+		t.Errorf("cache_dir over the wire: %v, want an OptionError naming it", err)
+	}
 }
 
 func TestSpecEquivalent(t *testing.T) {
@@ -110,11 +114,12 @@ func TestSpecEquivalent(t *testing.T) {
 
 func TestSpecArgs(t *testing.T) {
 	s := testSpec()
-	args := s.Args("/state/x/token", Options{TempDir: "/var/tmp/cosmount"}, "--control-socket", "/state/x/control.sock")
+	s.Options.CacheSize = 10 * GiB
+	args := s.Args("/state/x/token", Options{TempDir: "/var/tmp/cosmount", CacheDir: "/var/cache/cosmount"}, "--control-socket", "/state/x/control.sock")
 	want := []string{"mount", "--foreground", "--endpoint", s.Endpoint, "--region", "us-south",
 		"--iam-endpoint", s.IAMEndpoint, "--trusted-profile-id", "Profile-1", "--cr-token-file", "/state/x/token",
 		"--control-socket", "/state/x/control.sock",
-		"-o", "uid=1000,allow_other,temp_dir=/var/tmp/cosmount", "my-bucket:/team/a", s.Target}
+		"-o", "uid=1000,allow_other,temp_dir=/var/tmp/cosmount,cache_size=10GiB,cache_dir=/var/cache/cosmount", "my-bucket:/team/a", s.Target}
 	if !reflect.DeepEqual(args, want) {
 		t.Errorf("Args =\n%q\nwant\n%q", args, want)
 	}

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -38,7 +39,14 @@ type config struct {
 	partSize    int64
 	concurrency int
 	keep        bool
+	profile     bool
+	multiFiles  int   // readers (and files) of the multi scenario
+	multiSize   int64 // size of each of those files
+	bigWrite    int64 // size of the bigwrite scenario's file
 }
+
+// allScenarios are the scenarios in the order they run.
+var allScenarios = []string{"seq", "small", "ls", "reread", "multi", "bigwrite"}
 
 func numCPU() int { return runtime.NumCPU() }
 
@@ -49,14 +57,17 @@ func logf(format string, args ...any) {
 func parseFlags(args []string) (*config, error) {
 	c := &config{}
 	f := flag.NewFlagSet("bench", flag.ContinueOnError)
-	var tools, scenarios, seqSize, partSize string
+	var tools, scenarios, seqSize, partSize, multiSize, bigWrite string
 	f.IntVar(&c.runs, "runs", 3, "runs per phase and tool; the report shows medians")
 	f.BoolVar(&c.quick, "quick", false, "small sizes for development: 256 MiB, 200 files, 2,000 objects")
 	f.StringVar(&c.server, "server", "emulator", "S3 server: emulator (cosmount-emulator serve) or versitygw")
 	f.StringVar(&c.binDir, "bin", "bin", "directory holding the cosmount and cosmount-emulator binaries")
 	f.StringVar(&c.outDir, "out", "_output/bench", "directory for results.md, results.json and logs")
 	f.StringVar(&tools, "tools", "sdk,cosmount,cosmount-bearer,s3fs,rclone", "tools to compare (sdk, cosmount, cosmount-bearer, s3fs, rclone)")
-	f.StringVar(&scenarios, "scenarios", "seq,small,ls", "scenarios to run (seq, small, ls)")
+	f.StringVar(&scenarios, "scenarios", strings.Join(allScenarios, ","),
+		"scenarios to run: seq (write and cold read of one file), small (many small files written, then read by name on a cold mount), "+
+			"ls (ls -l of a large directory), reread (a second read of the seq file in the same mount, without and with each tool's cache), "+
+			"multi (several readers of as many files at once), bigwrite (cosmount's peak RSS writing a large file)")
 	f.StringVar(&seqSize, "seq-size", "", "size of the sequential file (default 1GiB, 256MiB with --quick)")
 	f.IntVar(&c.smallFiles, "small-files", 0, "number of small files (default 1000, 200 with --quick)")
 	f.IntVar(&c.smallSize, "small-size", 4096, "size of each small file in bytes")
@@ -64,6 +75,10 @@ func parseFlags(args []string) (*config, error) {
 	f.StringVar(&partSize, "part-size", "8MiB", "multipart part size and ranged-GET size of cosmount and the SDK")
 	f.IntVar(&c.concurrency, "concurrency", 4, "parts in flight for cosmount and the SDK")
 	f.BoolVar(&c.keep, "keep", false, "keep the work directory (server data, mount logs) for inspection")
+	f.IntVar(&c.multiFiles, "multi-files", 8, "readers (one file each) of the multi scenario")
+	f.StringVar(&multiSize, "multi-size", "", "size of each file of the multi scenario (default 128MiB, 32MiB with --quick)")
+	f.StringVar(&bigWrite, "big-write", "", "size of the bigwrite scenario's file (default 4GiB, 1GiB with --quick)")
+	f.BoolVar(&c.profile, "profile", false, "write CPU and allocation profiles of every cosmount server next to its log (<out>/logs/*-PHASE.{cpu,alloc}.pprof)")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -79,6 +94,24 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.seqSize, err = volume.ParseSize(seqSize); err != nil || c.seqSize <= 0 {
 		return nil, fmt.Errorf("--seq-size %q: want a positive size", seqSize)
+	}
+	if multiSize == "" {
+		multiSize = "128MiB"
+		if c.quick {
+			multiSize = "32MiB"
+		}
+	}
+	if c.multiSize, err = volume.ParseSize(multiSize); err != nil || c.multiSize <= 0 {
+		return nil, fmt.Errorf("--multi-size %q: want a positive size", multiSize)
+	}
+	if bigWrite == "" {
+		bigWrite = "4GiB"
+		if c.quick {
+			bigWrite = "1GiB"
+		}
+	}
+	if c.bigWrite, err = volume.ParseSize(bigWrite); err != nil || c.bigWrite <= 0 {
+		return nil, fmt.Errorf("--big-write %q: want a positive size", bigWrite)
 	}
 	if c.smallFiles == 0 {
 		c.smallFiles = pick(c.quick, 200, 1000)
@@ -99,9 +132,12 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("--small-size, --small-files or --ls-objects out of range")
 	}
 	for _, s := range c.scenarios {
-		if s != "seq" && s != "small" && s != "ls" {
-			return nil, fmt.Errorf("unknown scenario %q (want seq, small, ls)", s)
+		if !slices.Contains(allScenarios, s) {
+			return nil, fmt.Errorf("unknown scenario %q (want %s)", s, strings.Join(allScenarios, ", "))
 		}
+	}
+	if c.multiFiles < 1 || c.multiFiles > 64 {
+		return nil, errors.New("--multi-files must be between 1 and 64")
 	}
 	if c.outDir, err = filepath.Abs(c.outDir); err != nil {
 		return nil, err
@@ -234,6 +270,7 @@ func run(ctx context.Context, cfg *config, cl *cleanups) error {
 		"date": time.Now().UTC().Format(time.RFC3339), "server": cfg.server, "runs": cfg.runs,
 		"seqBytes": cfg.seqSize, "smallFiles": cfg.smallFiles, "smallBytes": cfg.smallSize,
 		"lsObjects": cfg.lsObjects, "partSize": cfg.partSize, "concurrency": cfg.concurrency,
+		"multiFiles": cfg.multiFiles, "multiBytes": cfg.multiSize, "bigWriteBytes": cfg.bigWrite,
 		"environment": env, "samples": b.res,
 	}, "", "  ")
 	if err != nil {

@@ -44,7 +44,8 @@ func TestMedianSampleSkipsFailedRuns(t *testing.T) {
 }
 
 func TestRatiosAndGoals(t *testing.T) {
-	cfg := &config{runs: 1, server: "emulator", seqSize: 1 << 30, smallFiles: 10, smallSize: 4096, lsObjects: 100, partSize: 8 << 20, concurrency: 4}
+	cfg := &config{runs: 1, server: "emulator", seqSize: 1 << 30, smallFiles: 10, smallSize: 4096, lsObjects: 100, partSize: 8 << 20, concurrency: 4,
+		multiFiles: 8, multiSize: 128 << 20, bigWrite: 4 << 30}
 	r := results{}
 	r.add("seq-write", "sdk", sample{Seconds: 1, Bytes: 100 << 20})
 	r.add("seq-write", "cosmount", sample{Seconds: 2, Bytes: 100 << 20})
@@ -71,11 +72,24 @@ func TestRatiosAndGoals(t *testing.T) {
 		t.Error("ratio against a tool without samples reports ok")
 	}
 
+	r.add("seq-read", "cosmount", sample{Seconds: 1, Bytes: 1 << 30, ClientCPU: 1.5, Requests: map[string]int{"GetObject": 128}})
+	r.add("seq-read", "s3fs", sample{Seconds: 2, Bytes: 1 << 30, ClientCPU: 1})
+	r.add("seq-read", "sdk", sample{Seconds: 1, Bytes: 1 << 30, ClientCPU: 1})
+	r.add("reread-cache", "cosmount", sample{Seconds: 0.25, Bytes: 1 << 30, ClientCPU: 0.5, Requests: map[string]int{"HeadObject": 1}})
+	r.add("multi-read", "cosmount", sample{Seconds: 1, Bytes: 1 << 30, PeakRSSMiB: 300, Requests: map[string]int{"GetObject": 300}})
+	r.add("multi-read", "sdk", sample{Seconds: 1, Bytes: 1 << 30, Requests: map[string]int{"GetObject": 128}})
+
 	md := markdown(cfg, map[string]string{}, r, []string{"sdk", "cosmount", "s3fs"})
 	for _, want := range []string{
-		"seq-write vs sdk: 0.50x (goal >= 0.9x): not met",
-		"seq-write vs s3fs: 4.00x (goal >= 2.0x): MET; the SDK ceiling itself is 8.00x",
-		"ls -l of 100 objects with list requests only (at most 2 others, for the directory's own lookup): not met",
+		"seq-write: cosmount / sdk >= 0.9x: 0.50 vs 0.90: not met: 44% short of the goal",
+		"seq-read: cosmount / sdk >= 0.9x: 1.00 vs 0.90: MET",
+		"seq-read: cosmount's CPU per GiB <= s3fs's: 1.50 vs 1.00 (s/GiB): not met: 50% over the goal",
+		"ls-l: requests other than LIST (the directory's own lookup) <= 2: 100 vs 2.00 (HeadObject 100, ListObjectsV2 1): not met",
+		"reread-cache: cosmount with its cache >= 3x its cold sequential read: 4.00 vs 3.00 (x): MET",
+		"reread-cache: GETs of cosmount's second read with its cache = 0: 0.00 vs 0.00 (HeadObject 1): MET",
+		"multi-read: cosmount's GETs <= 2x the SDK's: 300 vs 256 (SDK 128 GETs): not met: 17% over the goal",
+		"multi-read: cosmount's peak RSS <= 256 MiB: 300 vs 256 (MiB): not met: 17% over the goal",
+		"| sequential read 1 GiB (cold) | MiB/s · CPU s/GiB | 1024 · 1.00 | 1024 · 1.50 | 512 · 1.00 | 1.00x | 2.00x | – |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

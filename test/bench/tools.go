@@ -19,8 +19,9 @@ import (
 type tool struct {
 	name string
 	// mount starts a FUSE server for bucket on mnt in the foreground (so
-	// that its PID is the serving process); nil for the SDK.
-	mount func(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error)
+	// that its PID is the serving process); nil for the SDK. With cacheDir
+	// the tool caches what it reads there (its own read cache).
+	mount func(ctx context.Context, bucket, mnt, logPath, cacheDir string) (*testproc.Process, error)
 }
 
 func (t *tool) fuse() bool { return t.mount != nil }
@@ -31,7 +32,10 @@ type session struct {
 	mnt    string            // FUSE mountpoint; "" for the SDK
 	proc   *testproc.Process // FUSE server process; nil for the SDK
 	bucket *cos.Bucket       // the SDK's bucket handle
-	close  func()
+	// profile is the path prefix of the server's CPU and allocation
+	// profiles (--profile, cosmount only); "" when not profiled.
+	profile string
+	close   func()
 }
 
 // pid is the process whose CPU time and peak RSS are charged to the tool:
@@ -73,8 +77,9 @@ func (ts *toolSet) tool(name string) (*tool, error) {
 }
 
 // open mounts bucket (or opens it through the SDK) for one phase. The
-// returned session's close unmounts and waits for the server to exit.
-func (ts *toolSet) open(ctx context.Context, t *tool, bucket string) (*session, error) {
+// returned session's close unmounts and waits for the server to exit. With
+// cached the tool reads through its own read cache, in a fresh directory.
+func (ts *toolSet) open(ctx context.Context, t *tool, bucket string, cached bool) (*session, error) {
 	if !t.fuse() {
 		return &session{tool: t, bucket: ts.sdk.Bucket(bucket), close: func() {}}, nil
 	}
@@ -83,8 +88,21 @@ func (ts *toolSet) open(ctx context.Context, t *tool, bucket string) (*session, 
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return nil, err
 	}
+	cacheDir := ""
+	if cached {
+		cacheDir = filepath.Join(ts.workDir, fmt.Sprintf("cache-%s-%d", t.name, n))
+		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+			return nil, err
+		}
+		// Removed after the unmount (cleanups run newest first).
+		ts.cl.add(func() { _ = os.RemoveAll(cacheDir) })
+	}
 	logPath := filepath.Join(ts.cfg.outDir, "logs", fmt.Sprintf("%s-%03d-%s.log", t.name, n, bucket))
-	p, err := t.mount(ctx, bucket, mnt, logPath)
+	profile := ""
+	if ts.cfg.profile && strings.HasPrefix(t.name, "cosmount") {
+		profile = strings.TrimSuffix(logPath, ".log")
+	}
+	p, err := t.mount(ctx, bucket, mnt, logPath, cacheDir)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +123,7 @@ func (ts *toolSet) open(ctx context.Context, t *tool, bucket string) (*session, 
 		closeFn()
 		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
-	return &session{tool: t, mnt: mnt, proc: p, close: closeFn}, nil
+	return &session{tool: t, mnt: mnt, proc: p, profile: profile, close: closeFn}, nil
 }
 
 // secretFile writes a credentials file readable only by its owner; secrets
@@ -118,8 +136,8 @@ func (ts *toolSet) secretFile(name, content string) (string, error) {
 	return p, nil
 }
 
-func (ts *toolSet) mountCosmount(bearer bool) func(context.Context, string, string, string) (*testproc.Process, error) {
-	return func(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error) {
+func (ts *toolSet) mountCosmount(bearer bool) func(context.Context, string, string, string, string) (*testproc.Process, error) {
+	return func(ctx context.Context, bucket, mnt, logPath, cacheDir string) (*testproc.Process, error) {
 		args := []string{filepath.Join(ts.cfg.binDir, "cosmount"), "mount", "--foreground",
 			"--endpoint", ts.srv.endpoint, "--region", ts.srv.region}
 		if bearer {
@@ -136,14 +154,25 @@ func (ts *toolSet) mountCosmount(bearer bool) func(context.Context, string, stri
 			args = append(args, "--hmac-credentials-file", f)
 		}
 		// The SDK ceiling uses the same part size and concurrency.
-		args = append(args, "-o", fmt.Sprintf("part_size=%d,upload_concurrency=%d", ts.cfg.partSize, ts.cfg.concurrency),
-			bucket, mnt)
-		return startProc(filepath.Base(args[0]), logPath, os.Environ(), args...)
+		opts := fmt.Sprintf("part_size=%d,upload_concurrency=%d", ts.cfg.partSize, ts.cfg.concurrency)
+		if cacheDir != "" {
+			// A node-local disk cache with room for the file read again.
+			opts += fmt.Sprintf(",cache_dir=%s,cache_size=%d", cacheDir, ts.cfg.seqSize+ts.cfg.seqSize/2)
+		}
+		args = append(args, "-o", opts, bucket, mnt)
+		env := os.Environ()
+		if ts.cfg.profile {
+			// Written by the server when it exits (cmd/cosmount/debug.go).
+			base := strings.TrimSuffix(logPath, ".log")
+			env = append(env, "COSMOUNT_DEBUG_CPU_PROFILE="+base+".cpu.pprof",
+				"COSMOUNT_DEBUG_ALLOC_PROFILE="+base+".alloc.pprof")
+		}
+		return startProc(filepath.Base(args[0]), logPath, env, args...)
 	}
 }
 
 // mountS3fs runs s3fs with its Debian defaults, only pointed at the server.
-func (ts *toolSet) mountS3fs(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error) {
+func (ts *toolSet) mountS3fs(ctx context.Context, bucket, mnt, logPath, cacheDir string) (*testproc.Process, error) {
 	f, err := ts.secretFile("s3fs-passwd", hmacAccessKey+":"+hmacSecretKey+"\n")
 	if err != nil {
 		return nil, err
@@ -152,6 +181,9 @@ func (ts *toolSet) mountS3fs(ctx context.Context, bucket, mnt, logPath string) (
 	if ts.srv.region != "us-east-1" {
 		opts += ",endpoint=" + ts.srv.region
 	}
+	if cacheDir != "" {
+		opts += ",use_cache=" + cacheDir
+	}
 	return startProc("s3fs", logPath, os.Environ(), "s3fs", bucket, mnt, "-f", "-o", opts)
 }
 
@@ -159,7 +191,7 @@ func (ts *toolSet) mountS3fs(ctx context.Context, bucket, mnt, logPath string) (
 // close and its directory cache short (see TEST-ENVIRONMENT.md). Each mount
 // gets a fresh cache directory, so a read after a remount comes from the
 // server and not from the previous mount's write cache.
-func (ts *toolSet) mountRclone(ctx context.Context, bucket, mnt, logPath string) (*testproc.Process, error) {
+func (ts *toolSet) mountRclone(ctx context.Context, bucket, mnt, logPath, readCache string) (*testproc.Process, error) {
 	conf := strings.Join([]string{
 		"[bench]",
 		"type = s3",
@@ -187,8 +219,13 @@ func (ts *toolSet) mountRclone(ctx context.Context, bucket, mnt, logPath string)
 			env = append(env, e)
 		}
 	}
+	mode := "writes"
+	if readCache != "" {
+		// Its cache directory is where it keeps what it read.
+		mode, cacheDir = "full", readCache
+	}
 	return startProc("rclone", logPath, env, "rclone", "--config", f, "mount", "bench:"+bucket, mnt,
-		"--vfs-cache-mode", "writes", "--vfs-write-back", "0s", "--dir-cache-time", "1s",
+		"--vfs-cache-mode", mode, "--vfs-write-back", "0s", "--dir-cache-time", "1s",
 		"--cache-dir", cacheDir)
 }
 

@@ -454,3 +454,34 @@ func (pr *probe) poll(ctx context.Context, timeout time.Duration, done func() (b
 		}
 	}
 }
+
+// --- several readers at once ---
+
+// multiRead reads files multiKey(0..n-1) of size bytes at once, one reader
+// each, and checks their CRC-32C. Through a FUSE mount each reader reads
+// its file sequentially in 1 MiB reads; through the SDK each reads it with
+// ranged GETs of partSize, one in flight (n in flight in all).
+func multiRead(ctx context.Context, s *session, n int, size int64, want uint32, cfg *config) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var got uint32
+			var total int64
+			var err error
+			if s.tool.fuse() {
+				got, total, err = seqRead(ctx, s, multiKey(i), cfg)
+			} else {
+				got, total, err = parallelGet(ctx, s.bucket, multiKey(i), cfg.partSize, 1)
+			}
+			if err == nil && (total != size || got != want) {
+				err = fmt.Errorf("%s: read %d bytes with CRC-32C %08x, want %d bytes with %08x", multiKey(i), total, got, size, want)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
