@@ -102,6 +102,7 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 	}
 	if tokens != nil {
 		defer tokens.Close()
+		metrics.watchTokens(tokens.Expiry)
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, f.startTimeout)
 	defer cancel()
@@ -115,10 +116,12 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 		}
 		defer stopMetrics()
 	}
+	opts.Ops = metrics
 	m, err := fs.Mount(setupCtx, mountpoint, client.Bucket(bucket), opts)
 	if err != nil {
 		return err
 	}
+	metrics.serving(m.FS())
 	if f.controlSocket != "" {
 		ctl := &controlServer{metrics: metrics, fs: m.FS(), life: ctx}
 		stopSocket, err := serveControl(f.controlSocket, ctl.handler())

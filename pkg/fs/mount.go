@@ -45,7 +45,7 @@ func Mount(ctx context.Context, mountpoint string, store ObjectStore, opts Optio
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	m := &Mounted{fs: fsys, mountpoint: mountpoint, conn: conn, done: make(chan struct{})}
-	srv := fusefs.New(conn, nil)
+	srv := fusefs.New(conn, fsys.serveConfig())
 	go func() {
 		err := srv.Serve(fsys)
 		fsys.shutdown() // ends the store calls of operations that can no longer answer

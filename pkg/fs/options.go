@@ -31,6 +31,8 @@ type Options struct {
 	// show, and what mount -a compares with an fstab line's first field);
 	// empty means "cosmount".
 	FSName string
+	// Ops, if set, is told about every FUSE request answered (metrics).
+	Ops OpObserver
 }
 
 // DefaultOptions returns volume.DefaultOptions with klog's logger.
