@@ -51,7 +51,9 @@ func (m *mountMetrics) ObserveRequest(op string, bytes int64, err error) {
 		m.bytes.WithLabelValues(op).Add(float64(bytes))
 	}
 	errs := m.errors.WithLabelValues(op) // 0 until it fails, so that error ratios exist
-	if err != nil {
+	// "Not found" is an answer, not a failure: every lookup of a name that
+	// does not exist (a new file, a probe by a shell) gets one.
+	if err != nil && !errors.Is(err, cos.ErrNotFound) {
 		errs.Inc()
 	}
 }

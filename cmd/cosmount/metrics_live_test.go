@@ -10,6 +10,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/volume"
 )
 
@@ -132,4 +133,24 @@ func TestNoTokenNoExpiry(t *testing.T) {
 			t.Errorf("%s served without a token: %v", f.GetName(), f.Metric)
 		}
 	}
+}
+
+// A lookup of a name that does not exist is not an S3 error.
+func TestNotFoundIsNotAnError(t *testing.T) {
+	m := newMountMetrics()
+	m.ObserveRequest("HeadObject", 0, &cos.Error{Op: "HeadObject", Kind: cos.ErrNotFound})
+	m.ObserveRequest("HeadObject", 0, &cos.Error{Op: "HeadObject", Kind: cos.ErrAccessDenied})
+	fams, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == volume.MetricS3Errors {
+			if v := f.Metric[0].Counter.GetValue(); v != 1 {
+				t.Errorf("%s = %v after a 404 and a 403, want 1", f.GetName(), v)
+			}
+			return
+		}
+	}
+	t.Errorf("%s not served", volume.MetricS3Errors)
 }

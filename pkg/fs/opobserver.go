@@ -5,10 +5,12 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"bazil.org/fuse"
 	fusefs "bazil.org/fuse/fs"
+	"golang.org/x/sys/unix"
 )
 
 // OpObserver is told about every FUSE request the filesystem answers: its
@@ -98,6 +100,27 @@ func (t *opTracker) debug(msg interface{}) {
 	delete(t.pending, fuse.RequestID(id.Uint()))
 	t.mu.Unlock()
 	if ok {
-		t.obs.ObserveOp(op.op, t.now().Sub(op.start), errno.String())
+		t.obs.ObserveOp(op.op, t.now().Sub(op.start), errnoName(errno.String()))
 	}
+}
+
+// errnoNames maps an errno's message to its name, for the errnos bazil
+// has no name for (it then reports the message, "operation not
+// supported" for ENOTSUP).
+var errnoNames = func() map[string]string {
+	m := map[string]string{}
+	for e := syscall.Errno(1); e < 256; e++ {
+		if name := unix.ErrnoName(e); name != "" {
+			m[e.Error()] = name
+		}
+	}
+	return m
+}()
+
+// errnoName returns the errno's name ("" for success).
+func errnoName(s string) string {
+	if name, ok := errnoNames[s]; ok {
+		return name
+	}
+	return s
 }

@@ -67,6 +67,10 @@ func TestOpObserver(t *testing.T) {
 			t.Errorf("no %s reported; saw %v", op, log.ops)
 		}
 	}
+	// An errno bazil has no name for is still named, not described.
+	if got := errnoName(syscall.ENOTSUP.Error()); got != "ENOTSUP" && got != "EOPNOTSUPP" {
+		t.Errorf("errnoName(ENOTSUP's message) = %q", got)
+	}
 	log.mu.Lock()
 	for op := range log.ops {
 		if op != strings.ToLower(op) && !strings.Contains(op, ":E") {

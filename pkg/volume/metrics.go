@@ -47,7 +47,7 @@ var ServerMetrics = []ServerMetric{
 	{Name: MetricS3Requests, Type: Counter, Labels: []string{"operation"},
 		Help: "COS operations by operation name, each counted once after its retries."},
 	{Name: MetricS3Errors, Type: Counter, Labels: []string{"operation"},
-		Help: "COS operations that failed after their retries, by operation."},
+		Help: "COS operations that failed after their retries, by operation; a not-found answer is not a failure."},
 	{Name: MetricS3Bytes, Type: Counter, Labels: []string{"operation"},
 		Help: "Payload bytes moved by COS operations: uploaded for writes, read by the caller for GetObject."},
 	{Name: MetricS3RequestDuration, Type: Histogram, Labels: []string{"operation"},

@@ -211,3 +211,21 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("the dashboard shows none of %v", unused)
 	}
 }
+
+// TestObservabilityDocListsEveryMetric: docs/observability.md names every
+// metric a server serves and every metric of the mounter's own.
+func TestObservabilityDocListsEveryMetric(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "observability.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := mounter.MetricNames()
+	for _, m := range cosvolume.ServerMetrics {
+		names = append(names, m.Name)
+	}
+	for _, n := range names {
+		if !strings.Contains(string(doc), "`"+n) {
+			t.Errorf("docs/observability.md does not mention %s", n)
+		}
+	}
+}
