@@ -18,16 +18,24 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-# test is what CI runs: every Go test of the module, then the real-cluster
-# suite (its first run builds Kubernetes, about 20 minutes; later runs reuse
-# the cache and take about 2). test-go is the module's tests alone.
-test: test-go e2e-cluster
+# test is what CI runs: every Go test of the module, every fuzz target for
+# FUZZTIME, then the real-cluster suite (its first run builds Kubernetes,
+# about 20 minutes; later runs reuse the cache and take about 2). test-go is
+# the module's tests alone.
+test: test-go fuzz e2e-cluster
 
 test-go: test-deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
 
 # The tests mount for real (fusermount3 from fuse3) and check interoperability
 # with s3fs; install them from Debian when they are missing.
+# fuzz runs every `func Fuzz...` of the module (found anew each run, see
+# test/fuzz/run.sh) for FUZZTIME each; FUZZTIME=10m make fuzz for a long run.
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) test/fuzz/run.sh
+
 test-deps:
 	@command -v fusermount3 >/dev/null && command -v s3fs >/dev/null || { \
 	  echo "installing Debian's fuse3 and s3fs"; \
@@ -53,6 +61,14 @@ manifests:
 
 image:
 	docker build --build-arg VERSION=$(VERSION) -t cosmount:$(VERSION) .
+
+# soak: the long soak (about 17 minutes): several writers through a real
+# mount with 10% of COS requests failing, tokens living 5 s and an IAM outage
+# of 15 s; ends with a summary line and bytes lost = 0 (see test/soak). The
+# short profile runs inside test-go. Needs root and fuse3.
+.PHONY: soak
+soak: test-deps
+	$(GO) test -count=1 -timeout 60m -v -run 'TestSoak$$' ./test/soak -args -soak.profile=long
 
 # bench: cosmount vs the aws-sdk-go-v2 ceiling, s3fs and rclone against one
 # emulator process (needs root). BENCH_FLAGS=--quick for a short run; see

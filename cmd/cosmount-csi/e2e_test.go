@@ -209,7 +209,9 @@ func (e *e2e) startPlugin() {
 	e.t.Helper()
 	e.pluginN++
 	args := append([]string{e.csiBin, "--endpoint", "unix://" + filepath.Join(e.dir, "csi.sock"), "--mode", "node",
-		"--node-id", "node-1", "--iam-endpoint", e.env.IAMURL, "--mounter-endpoint", e.mounterEndpoint(), "--v", "5"}, e.extraArgs...)
+		"--node-id", "node-1", "--iam-endpoint", e.env.IAMURL, "--mounter-endpoint", e.mounterEndpoint(), "--v", "5",
+		// The emulator speaks plain http on loopback: allowed explicitly.
+		"--allow-insecure-http", "--allowed-cos-endpoints", e.env.COSURL}, e.extraArgs...)
 	e.plugin = e.startNS("plugin", fmt.Sprintf("plugin-%d.log", e.pluginN), args...)
 	sock := filepath.Join(e.dir, "csi.sock")
 	deadline := time.Now().Add(60 * time.Second)

@@ -40,6 +40,7 @@ type mounterFlags struct {
 	stopTimeout    time.Duration
 	memoryLimit    string
 	tempDir        string
+	tempLimit      string
 	metricsAddress string
 	shutdownGrace  time.Duration
 	supervise      string
@@ -52,6 +53,7 @@ func defaultMounterFlags() *mounterFlags {
 		mountTimeout:  60 * time.Second,
 		stopTimeout:   60 * time.Second,
 		memoryLimit:   "512MiB",
+		tempLimit:     "1GiB",
 		shutdownGrace: 50 * time.Second,
 		supervise:     "auto",
 	}
@@ -64,6 +66,7 @@ func (m *mounterFlags) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&m.stopTimeout, "stop-timeout", m.stopTimeout, "mounter: how long a server with nothing left to upload may take to exit after SIGTERM")
 	fs.StringVar(&m.memoryLimit, "server-memory-limit", m.memoryLimit, "mounter: memory budget of each server (hard limit in a memory cgroup of its own where cgroups are writable); 0 for none")
 	fs.StringVar(&m.tempDir, "temp-dir", m.tempDir, "mounter: directory for the servers' temporary files (read-modify-write); empty: the servers' default")
+	fs.StringVar(&m.tempLimit, "temp-limit", m.tempLimit, "mounter: the most temporary space (read-modify-write) one volume may use; a volume's temp_limit mount option may only lower it; 0 for no cap")
 	fs.StringVar(&m.metricsAddress, "mounter-metrics-address", m.metricsAddress, "mounter: host:port to serve the mounter's and every volume's Prometheus metrics on; empty disables")
 	fs.DurationVar(&m.shutdownGrace, "shutdown-grace", m.shutdownGrace, "mounter: on SIGTERM, how long servers may flush before the mounter exits (keep it below the pod's terminationGracePeriodSeconds)")
 	fs.StringVar(&m.supervise, "supervise", m.supervise, "mounter: run the mounter as a child of a minimal supervisor that restarts it, so that a crash of the mounter does not end the servers (true, false, or auto: when PID 1)")
@@ -87,6 +90,10 @@ func serveMounter(f *mounterFlags, endpoint string) error {
 	if err != nil {
 		return fmt.Errorf("--server-memory-limit: %w", err)
 	}
+	tempLimit, err := volume.ParseSize(f.tempLimit)
+	if err != nil {
+		return fmt.Errorf("--temp-limit: %w", err)
+	}
 	sock, err := mounterapi.SocketPath(endpoint)
 	if err != nil {
 		return fmt.Errorf("--mounter-endpoint: %w", err)
@@ -104,7 +111,7 @@ func serveMounter(f *mounterFlags, endpoint string) error {
 	}
 	m, err := mounter.New(mounter.Options{
 		StateDir: f.stateDir, Binary: f.binary, MountTimeout: f.mountTimeout, StopTimeout: f.stopTimeout,
-		Env: env, ServerMemoryLimit: limit, NodeOptions: volume.Options{TempDir: f.tempDir}, Version: version.Version,
+		Env: env, ServerMemoryLimit: limit, NodeOptions: volume.Options{TempDir: f.tempDir, TempLimit: tempLimit}, Version: version.Version,
 	})
 	if err != nil {
 		return err
@@ -130,7 +137,7 @@ func serveMounter(f *mounterFlags, endpoint string) error {
 		go func() { errs <- serveMetrics(ctx, f.metricsAddress, prometheus.Gatherers{reg, m.Gatherer()}) }()
 	}
 	klog.InfoS("cosmount mounter serving", "version", version.Version, "endpoint", sock, "stateDir", f.stateDir,
-		"serverMemoryLimit", volume.FormatSize(limit), "pid", os.Getpid(), "supervised", os.Getenv(supervisedEnv) != "")
+		"serverMemoryLimit", volume.FormatSize(limit), "tempLimit", volume.FormatSize(tempLimit), "pid", os.Getpid(), "supervised", os.Getenv(supervisedEnv) != "")
 	select {
 	case <-ctx.Done():
 	case err := <-errs:

@@ -189,3 +189,61 @@ func TestUnpublishWaitsForUploads(t *testing.T) {
 	}
 	e.assertGone(req.TargetPath)
 }
+
+// A server killed in the middle of a multipart upload leaves it in the
+// bucket; the unpublish of its dead volume aborts it from the server's
+// upload journal, so no orphaned parts stay behind.
+func TestUnpublishAbortsUploadsOfADeadServer(t *testing.T) {
+	e := newE2E(t)
+	e.startMounter()
+	e.startPlugin()
+	req := e.publish("crashing", "default", emulatortest.WriterProfileID)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$")
+	cmd.Env = append(os.Environ(), writerHelperEnv+"="+filepath.Join(req.TargetPath, "unfinished.bin")+":40")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "written" {
+		t.Fatalf("writer: %q", line)
+	}
+	// 40 MiB written, file still open: a multipart upload is under way.
+	uploads := func() int {
+		t.Helper()
+		list, err := e.env.Emulator.Store().ListMultipartUploads(e.env.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+	if n := uploads(); n != 1 {
+		t.Fatalf("%d multipart uploads in progress, want 1", n)
+	}
+	killServer(t, e.mounter.PID(), e.status(req.TargetPath).PID)
+	waitFor(t, "the killed server to be recorded", func() bool {
+		st, err := e.mounterC.Status(context.Background(), &mounterapi.StatusRequest{Target: req.TargetPath})
+		return err == nil && st.State == mounterapi.StateDead && st.Reason == "ServerKilled"
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	if n := uploads(); n != 1 {
+		t.Fatalf("%d multipart uploads after the crash, want the one left behind", n)
+	}
+	if err := e.unpublish(req); err != nil {
+		t.Fatalf("unpublish of the dead volume: %v", err)
+	}
+	if n := uploads(); n != 0 {
+		t.Errorf("%d multipart uploads left after the unpublish, want 0", n)
+	}
+	if !strings.Contains(e.log("mounter.log"), "Aborted the multipart uploads the server left unfinished") {
+		t.Error("the mounter did not say it aborted the uploads")
+	}
+	e.assertGone(req.TargetPath)
+}

@@ -35,15 +35,17 @@ func readSecretFile(what, path string) (string, error) {
 type authConfig struct {
 	profileID, profileName, profileCRN string
 	crTokenFile                        string
-	apiKey                             string
-	hmacID, hmacSecret                 string
+	apiKey                             string // from the environment
+	apiKeyFile                         string // re-read when replaced (key rotation)
+	hmacID, hmacSecret                 string // from the environment
+	hmacFile                           string // re-read when replaced (key rotation)
 }
 
 func (a *authConfig) method() string {
 	switch {
 	case a.crTokenFile != "":
 		return "trusted profile"
-	case a.apiKey != "":
+	case a.apiKey != "" || a.apiKeyFile != "":
 		return "API key"
 	default:
 		return "HMAC"
@@ -82,11 +84,12 @@ func resolveAuth(f *mountFlags) (*authConfig, error) {
 	envKey, _ := apiKeyFromEnv()
 	switch {
 	case f.apiKeyFile != "":
-		k, err := readSecretFile("--api-key-file", f.apiKeyFile)
-		if err != nil {
+		// Checked now so that a wrong path fails the mount; the server
+		// reads the file again at every exchange.
+		if _, err := readSecretFile("--api-key-file", f.apiKeyFile); err != nil {
 			return nil, err
 		}
-		a.apiKey = k
+		a.apiKeyFile = f.apiKeyFile
 		methods++
 	case envKey != "":
 		a.apiKey = envKey
@@ -94,11 +97,10 @@ func resolveAuth(f *mountFlags) (*authConfig, error) {
 	}
 	switch {
 	case f.hmacFile != "":
-		h, err := cos.ReadHMACFile(f.hmacFile)
-		if err != nil {
+		if _, err := cos.ReadHMACFile(f.hmacFile); err != nil {
 			return nil, fmt.Errorf("--hmac-credentials-file: %w", err)
 		}
-		a.hmacID, a.hmacSecret = h.AccessKeyID, h.SecretAccessKey
+		a.hmacFile = f.hmacFile
 		methods++
 	case os.Getenv(envHMACAccessKeyID) != "" || os.Getenv(envHMACSecret) != "":
 		a.hmacID, a.hmacSecret = os.Getenv(envHMACAccessKeyID), os.Getenv(envHMACSecret)

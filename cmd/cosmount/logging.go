@@ -43,11 +43,17 @@ func (w *rateLimitedWriter) Write(p []byte) (int, error) {
 		w.tokens = w.burst
 	}
 	w.last = now
-	if w.tokens < 1 {
+	// The note of dropped lines is a line too: under a sustained flood it
+	// must not double what passes.
+	need := 1.0
+	if w.dropped > 0 {
+		need = 2
+	}
+	if w.tokens < need {
 		w.dropped++
 		return len(p), nil
 	}
-	w.tokens--
+	w.tokens -= need
 	if w.dropped > 0 {
 		fmt.Fprintf(w.out, "W%s cosmount: %d log lines dropped (at most %g a second)\n", now.UTC().Format("0102 15:04:05.000000"), w.dropped, w.rate)
 		w.dropped = 0

@@ -18,6 +18,7 @@ const usage = `cosmount mounts an IBM Cloud Object Storage bucket as a directory
 
 Usage:
   cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT [flags]
+  cosmount abort-uploads [mount's endpoint and auth flags] --upload-journal FILE BUCKET[:/PREFIX]
   cosmount unmount MOUNTPOINT
   cosmount version
   mount -t fuse.cosmount BUCKET[:/PREFIX] MOUNTPOINT -o endpoint=URL,...   (see "cosmount mount -h")
@@ -49,6 +50,8 @@ func main() {
 	switch os.Args[1] {
 	case "mount":
 		err = runMount(os.Args[2:])
+	case "abort-uploads":
+		err = runAbortUploads(os.Args[2:])
 	case "unmount", "umount":
 		err = runUnmount(os.Args[2:])
 	case "version":
@@ -83,6 +86,7 @@ type mountFlags struct {
 	controlSocket                      string
 	volumeID                           string
 	verbosity                          func() string
+	uploadJournal                      string
 }
 
 type optionList struct{ list *[]string }
@@ -115,6 +119,7 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	fs.StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus metrics of this mount on this address (e.g. 127.0.0.1:9811); empty: off")
 	fs.StringVar(&f.volumeID, "volume-id", "", "name this mount's volume in every log line (volumeID=...) and rate-limit the log; the node's mounter sets it")
 	fs.StringVar(&f.controlSocket, "control-socket", "", "serve this mount's metrics, status and flush requests on this unix socket (created 0600, removed on exit); the node's mounter uses it")
+	fs.StringVar(&f.uploadJournal, "upload-journal", "", "file that lists the multipart uploads this server has started and not finished; at start the uploads an earlier server left there are aborted (see cosmount abort-uploads)")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	klogFlags.VisitAll(func(kf *flag.Flag) {

@@ -94,11 +94,21 @@ type tokenInvalidator interface {
 	InvalidateToken(accessToken string)
 }
 
-// tokenError marks a failure to obtain a bearer token, so the error mapper
-// can report it as an authentication problem rather than a COS failure.
-type tokenError struct{ err error }
+// tokenError marks a failure to obtain a credential (a bearer token, HMAC
+// keys), so the error mapper reports ErrNoCredentials rather than a COS
+// failure.
+type tokenError struct {
+	what string // default "get access token"
+	err  error
+}
 
-func (e *tokenError) Error() string { return "get access token: " + e.err.Error() }
+func (e *tokenError) Error() string {
+	what := e.what
+	if what == "" {
+		what = "get access token"
+	}
+	return what + ": " + e.err.Error()
+}
 func (e *tokenError) Unwrap() error { return e.err }
 
 // bearerSigner sets the Authorization header. smithy-go's own bearer signer

@@ -172,6 +172,10 @@ func (b *Bucket) UploadPart(ctx context.Context, key, uploadID string, part int3
 	return b.c.UploadPart(ctx, b.name, key, uploadID, part, body, size)
 }
 
+func (b *Bucket) UploadPartCopy(ctx context.Context, key, uploadID string, part int32, srcKey string, first, last int64, ifMatch string) (CompletedPart, error) {
+	return b.c.UploadPartCopy(ctx, b.name, srcKey, key, uploadID, part, first, last, ifMatch)
+}
+
 func (b *Bucket) CompleteMultipart(ctx context.Context, key, uploadID string, parts []CompletedPart) (ObjectInfo, error) {
 	return b.c.CompleteMultipartUpload(ctx, b.name, key, uploadID, parts)
 }

@@ -35,19 +35,21 @@ type Observer interface {
 	ObserveRequest(op string, bytes int64, err error)
 }
 
-// Options configures a Client. Exactly one of Tokens and HMAC must be set.
+// Options configures a Client. Exactly one of Tokens, HMAC and HMACFile must be set.
 type Options struct {
 	Endpoint          string        // base URL, e.g. https://s3.us-south.cloud-object-storage.appdomain.cloud
 	Region            string        // default "us-south"
 	UsePathStyle      bool          // bucket in the path instead of the host name
 	Tokens            iam.Source    // bearer auth; if it is also an iam.Invalidator, a 403 invalidates and retries once
-	HMAC              *HMAC         // SigV4 auth with a static HMAC key
+	HMAC              *HMAC         // SigV4 auth with a static HMAC key, or
+	HMACFile          string        // SigV4 auth with the key in this file (ReadHMACFile's format), re-read when it is replaced
 	ServiceInstanceID string        // sent as ibm-service-instance-id on ListBuckets and CreateBucket
 	HTTPClient        *http.Client  // default: a transport sized for parallel parts
 	MaxAttempts       int           // default 5; 5xx, SlowDown and connection resets are retried
 	MaxBackoff        time.Duration // cap of the jittered exponential retry delay; default 5s
 	Version           string        // User-Agent "cosmount/<version>"; default "dev"
 	Observer          Observer      // optional metrics hook
+	Uploads           UploadTracker // optional: learns of every multipart upload started and ended
 }
 
 const (
@@ -66,6 +68,7 @@ type Client struct {
 	invalidator iam.Invalidator // nil unless bearer auth with an invalidating source
 	instanceID  string
 	observer    Observer
+	uploads     UploadTracker
 
 	// conditions remembers the IfMatch/IfNoneMatch of a multipart upload
 	// between CreateMultipartUpload and CompleteMultipartUpload, where S3
@@ -76,8 +79,14 @@ type Client struct {
 
 // New validates opts and builds a client. It does no I/O.
 func New(opts Options) (*Client, error) {
-	if (opts.Tokens == nil) == (opts.HMAC == nil) {
-		return nil, errors.New("cos: exactly one of Options.Tokens (IAM bearer) and Options.HMAC must be set")
+	methods := 0
+	for _, set := range []bool{opts.Tokens != nil, opts.HMAC != nil, opts.HMACFile != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods != 1 {
+		return nil, errors.New("cos: exactly one of Options.Tokens (IAM bearer), Options.HMAC and Options.HMACFile must be set")
 	}
 	if opts.HMAC != nil && (opts.HMAC.AccessKeyID == "" || opts.HMAC.SecretAccessKey == "") {
 		return nil, errors.New("cos: HMAC needs both an access key id and a secret access key")
@@ -102,20 +111,25 @@ func New(opts Options) (*Client, error) {
 		opts.Version = "dev"
 	}
 
-	var httpClient s3.HTTPClient
+	// Every request carries the bearer token or an HMAC signature, and the
+	// SDK's own client follows 307 and 308 (re-sending headers and body to
+	// the host the answer names, if only its port differs). No redirect is
+	// ever followed: a redirect is an error answer.
+	httpClient := &http.Client{}
 	if opts.HTTPClient != nil {
-		httpClient = opts.HTTPClient
+		*httpClient = *opts.HTTPClient
 	} else {
-		httpClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		httpClient.Transport = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 			// Parallel multipart parts and readahead share one host; the
 			// default of 2 idle connections per host would make most of them
 			// reconnect.
 			t.MaxIdleConns = 256
 			t.MaxIdleConnsPerHost = 64
-		})
+		}).GetTransport()
 	}
+	httpClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-	c := &Client{instanceID: opts.ServiceInstanceID, observer: opts.Observer, conditions: map[string]PutOptions{}}
+	c := &Client{instanceID: opts.ServiceInstanceID, observer: opts.Observer, uploads: opts.Uploads, conditions: map[string]PutOptions{}}
 	maxAttempts, maxBackoff := opts.MaxAttempts, opts.MaxBackoff
 	s3opts := s3.Options{
 		Region:                     opts.Region,
@@ -145,6 +159,13 @@ func New(opts Options) (*Client, error) {
 		if inv, ok := opts.Tokens.(iam.Invalidator); ok {
 			c.invalidator = inv
 		}
+	} else if opts.HMACFile != "" {
+		p, err := newHMACFileProvider(opts.HMACFile)
+		if err != nil {
+			return nil, fmt.Errorf("cos: %w", err)
+		}
+		s3opts.Credentials = p
+		s3opts.AuthSchemeResolver = onlyScheme{option: sigV4Option}
 	} else {
 		key := *opts.HMAC
 		s3opts.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {

@@ -220,13 +220,13 @@ func TestForbiddenWithoutInvalidatorIsNotRetried(t *testing.T) {
 	}
 }
 
-func TestTokenSourceFailureIsAccessDeniedAndNothingIsSent(t *testing.T) {
+func TestTokenSourceFailureIsNoCredentialsAndNothingIsSent(t *testing.T) {
 	rec := newRecorder(t, okHandler)
 	src := &fakeSource{err: errors.New("BXNIM0398E: Selected trusted profile not eligible")}
 	c := testClient(t, rec, func(o *Options) { o.Tokens = src })
 	_, err := c.HeadObject(testContext(t), "b", "k")
-	if !errors.Is(err, ErrAccessDenied) || !strings.Contains(err.Error(), "BXNIM0398E") {
-		t.Fatalf("HeadObject error = %v, want ErrAccessDenied naming the IAM error", err)
+	if !errors.Is(err, ErrNoCredentials) || errors.Is(err, ErrAccessDenied) || !strings.Contains(err.Error(), "BXNIM0398E") {
+		t.Fatalf("HeadObject error = %v, want ErrNoCredentials naming the IAM error", err)
 	}
 	if got := len(rec.requests()); got != 0 {
 		t.Errorf("%d requests went out without a token", got)

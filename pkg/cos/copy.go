@@ -127,15 +127,26 @@ func (c *Client) multipartCopy(ctx context.Context, bucket, srcKey, dstKey, ifMa
 	return info, nil
 }
 
+// UploadPartCopy makes part number of a multipart upload of dstKey from
+// bytes first..last (inclusive) of srcKey in the same bucket, server-side:
+// no data crosses the network. ifMatch, when set, is the source's required
+// ETag (ErrPreconditionFailed otherwise). Every part but the last must be
+// at least 5 MiB, copied or not.
+func (c *Client) UploadPartCopy(ctx context.Context, bucket, srcKey, dstKey, uploadID string, number int32, first, last int64, ifMatch string) (CompletedPart, error) {
+	return c.uploadPartCopy(ctx, bucket, srcKey, dstKey, uploadID, number, first, last, ifMatch)
+}
+
 func (c *Client) uploadPartCopy(ctx context.Context, bucket, srcKey, dstKey, uploadID string, number int32, first, last int64, ifMatch string) (CompletedPart, error) {
 	in := &s3.UploadPartCopyInput{
-		Bucket:            &bucket,
-		Key:               &dstKey,
-		UploadId:          &uploadID,
-		PartNumber:        aws.Int32(number),
-		CopySource:        aws.String(copySource(bucket, srcKey)),
-		CopySourceRange:   aws.String(fmt.Sprintf("bytes=%d-%d", first, last)),
-		CopySourceIfMatch: aws.String(quote(ifMatch)),
+		Bucket:          &bucket,
+		Key:             &dstKey,
+		UploadId:        &uploadID,
+		PartNumber:      aws.Int32(number),
+		CopySource:      aws.String(copySource(bucket, srcKey)),
+		CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", first, last)),
+	}
+	if ifMatch != "" {
+		in.CopySourceIfMatch = aws.String(quote(ifMatch))
 	}
 	part := CompletedPart{PartNumber: number}
 	err := c.call(ctx, "UploadPartCopy", bucket, dstKey, nil, 0, func(ctx context.Context) error {

@@ -100,9 +100,10 @@ func mapError(op, bucket, key string, err error) error {
 	var te *tokenError
 	switch {
 	case errors.As(err, &te):
-		// No token means COS would deny the request; callers treat it like a
-		// 403 (EACCES), and the message explains why.
-		e.Kind = ErrAccessDenied
+		// No credential: nothing was sent. It is not COS refusing access
+		// (a policy would, EACCES); the mount cannot work until the
+		// credential is back, which the application sees as an I/O error.
+		e.Kind = ErrNoCredentials
 		e.Message = te.Error()
 	case e.StatusCode == 0 && e.Code == "":
 		// Network failure, canceled context or exhausted retries.

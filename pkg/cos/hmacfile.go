@@ -1,9 +1,17 @@
 package cos
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"k8s.io/klog/v2"
 )
 
 // ReadHMACFile reads HMAC credentials from a file holding
@@ -15,6 +23,22 @@ func ReadHMACFile(path string) (HMAC, error) {
 	if err != nil {
 		return HMAC{}, fmt.Errorf("HMAC credentials: %w", err)
 	}
+	h, err := ParseHMAC(b)
+	if err != nil {
+		return HMAC{}, fmt.Errorf("HMAC credentials file %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// ParseHMAC's errors, fixed texts that never quote the content.
+var (
+	errHMACFormat = errors.New("want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines")
+	errHMACEmpty  = errors.New("access key id or secret is empty")
+)
+
+// ParseHMAC reads the content of an HMAC credentials file (see
+// ReadHMACFile). Errors never quote the content.
+func ParseHMAC(b []byte) (HMAC, error) {
 	var id, secret string
 	fields := strings.Fields(string(b))
 	switch {
@@ -23,10 +47,85 @@ func ReadHMACFile(path string) (HMAC, error) {
 	case len(fields) == 2 && !strings.Contains(fields[0], ":"):
 		id, secret = fields[0], fields[1]
 	default:
-		return HMAC{}, fmt.Errorf("HMAC credentials file %s: want ACCESS_KEY_ID:SECRET_ACCESS_KEY on one line, or the two values on two lines", path)
+		return HMAC{}, errHMACFormat
 	}
 	if id == "" || secret == "" {
-		return HMAC{}, fmt.Errorf("HMAC credentials file %s: access key id or secret is empty", path)
+		return HMAC{}, errHMACEmpty
 	}
 	return HMAC{AccessKeyID: id, SecretAccessKey: secret}, nil
+}
+
+// fileStamp identifies one version of a file: an atomic replacement (write
+// a new file, rename it over the old one) changes the inode, an in-place
+// rewrite the modification time or the size.
+type fileStamp struct {
+	dev, ino uint64
+	mtime    time.Time
+	size     int64
+}
+
+func statStamp(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	st := fileStamp{mtime: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.dev, st.ino = uint64(sys.Dev), sys.Ino
+	}
+	return st, nil
+}
+
+// hmacFileProvider is an aws.CredentialsProvider over an HMAC credentials
+// file that the node plugin replaces when the credentials are rotated. The
+// SDK asks for credentials at every attempt; the file is stat'ed each time
+// and read again only when it changed, so the request after a replacement
+// is signed with the new key.
+type hmacFileProvider struct {
+	path string
+
+	mu    sync.Mutex
+	stamp fileStamp // guarded by mu: of the file cur was read from
+	cur   HMAC      // guarded by mu
+}
+
+// newHMACFileProvider reads the file once, so that a missing or malformed
+// file is an error at start.
+func newHMACFileProvider(path string) (*hmacFileProvider, error) {
+	p := &hmacFileProvider{path: path}
+	if _, err := p.credentials(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *hmacFileProvider) credentials() (HMAC, error) {
+	st, err := statStamp(p.path)
+	if err != nil {
+		return HMAC{}, fmt.Errorf("HMAC credentials: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st == p.stamp && p.cur.AccessKeyID != "" {
+		return p.cur, nil
+	}
+	h, err := ReadHMACFile(p.path)
+	if err != nil {
+		return HMAC{}, err
+	}
+	if p.cur.AccessKeyID != "" && h != p.cur {
+		klog.InfoS("HMAC credentials file changed: signing with the new key from now on", "file", p.path, "accessKeyID", h.AccessKeyID)
+	}
+	p.stamp, p.cur = st, h
+	return h, nil
+}
+
+// Retrieve implements aws.CredentialsProvider. A failure is a credential
+// error (ErrNoCredentials once mapped), never sent to COS.
+func (p *hmacFileProvider) Retrieve(context.Context) (aws.Credentials, error) {
+	h, err := p.credentials()
+	if err != nil {
+		return aws.Credentials{}, &tokenError{what: "get HMAC credentials", err: err}
+	}
+	return aws.Credentials{AccessKeyID: h.AccessKeyID, SecretAccessKey: h.SecretAccessKey, Source: "cosmount HMAC file"}, nil
 }

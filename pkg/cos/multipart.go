@@ -48,6 +48,9 @@ func (c *Client) CreateMultipartUpload(ctx context.Context, bucket, key string, 
 	if err != nil {
 		return "", err
 	}
+	if c.uploads != nil {
+		c.uploads.Started(bucket, key, id)
+	}
 	if o.IfMatch != "" || o.IfNoneMatch != "" {
 		c.mu.Lock()
 		c.conditions[id] = PutOptions{IfMatch: o.IfMatch, IfNoneMatch: o.IfNoneMatch}
@@ -118,6 +121,9 @@ func (c *Client) CompleteMultipartUpload(ctx context.Context, bucket, key, uploa
 		// failed condition also ends it, as the caller has to abort.
 		c.forget(uploadID)
 	}
+	if (err == nil || errors.Is(err, ErrNotFound)) && c.uploads != nil {
+		c.uploads.Ended(uploadID)
+	}
 	return info, err
 }
 
@@ -134,6 +140,9 @@ func (c *Client) AbortMultipartUpload(ctx context.Context, bucket, key, uploadID
 	}
 	if err == nil {
 		c.forget(uploadID)
+		if c.uploads != nil {
+			c.uploads.Ended(uploadID)
+		}
 	}
 	return err
 }

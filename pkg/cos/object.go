@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"k8s.io/klog/v2"
 )
 
 // deleteBatch is S3's limit of keys per multi-object delete.
@@ -88,7 +89,12 @@ func (c *Client) GetObject(ctx context.Context, bucket, key string, o GetOptions
 	if total, ok := rangeTotal(aws.ToString(out.ContentRange)); ok {
 		info.Size = total
 	}
-	return &observedBody{ReadCloser: out.Body, c: c}, info, nil
+	body := &observedBody{ReadCloser: out.Body, c: c, ctx: ctx, bucket: bucket, key: key,
+		etag: info.ETag, next: o.Offset, end: -1}
+	if o.Length > 0 {
+		body.end = o.Offset + o.Length - 1
+	}
+	return body, info, nil
 }
 
 // rangeTotal extracts the complete length from "bytes a-b/total".
@@ -102,18 +108,68 @@ func rangeTotal(cr string) (int64, bool) {
 }
 
 // observedBody reports a GET to the observer when the caller closes it, so
-// the byte count is what was actually read.
+// the byte count is what was actually read. When the connection fails in
+// the middle of the body (a reset, a timeout), it asks again for the rest,
+// on the condition of the same ETag, up to maxResumes times; a failure it
+// cannot mend is an *Error of kind ErrUnavailable, never a bare network
+// error.
 type observedBody struct {
 	io.ReadCloser
-	c      *Client
-	n      atomic.Int64
-	closed atomic.Bool
+	c           *Client
+	ctx         context.Context
+	bucket, key string
+	etag        string
+	next, end   int64 // the next offset to read; the last one wanted (-1: to the end)
+	resumes     int
+	n           atomic.Int64
+	closed      atomic.Bool
 }
 
+// maxResumes bounds how often one body is asked for again.
+const maxResumes = 3
+
 func (b *observedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
+	for {
+		n, err := b.ReadCloser.Read(p)
+		b.n.Add(int64(n))
+		b.next += int64(n)
+		if err == nil || errors.Is(err, io.EOF) || n > 0 {
+			if err != nil && !errors.Is(err, io.EOF) && n > 0 {
+				// Hand out what arrived; the next Read meets the error again.
+				return n, nil
+			}
+			return n, err
+		}
+		if b.ctx.Err() != nil || b.resumes >= maxResumes || b.etag == "" || (b.end >= 0 && b.next > b.end) {
+			return 0, &Error{Op: "GetObject", Bucket: b.bucket, Key: b.key, Kind: ErrUnavailable, Err: err}
+		}
+		b.resumes++
+		klog.V(2).InfoS("GET body failed; asking for the rest", "bucket", b.bucket, "key", b.key, "offset", b.next, "err", err)
+		if rerr := b.resume(); rerr != nil {
+			return 0, rerr
+		}
+	}
+}
+
+// resume replaces the failed body with a GET of the rest of the range.
+func (b *observedBody) resume() error {
+	rng := fmt.Sprintf("bytes=%d-", b.next)
+	if b.end >= 0 {
+		rng = fmt.Sprintf("bytes=%d-%d", b.next, b.end)
+	}
+	in := &s3.GetObjectInput{Bucket: &b.bucket, Key: &b.key, Range: aws.String(rng), IfMatch: aws.String(quote(b.etag))}
+	var out *s3.GetObjectOutput
+	err := b.c.attempt(b.ctx, "GetObject", b.bucket, b.key, nil, func(ctx context.Context) error {
+		var err error
+		out, err = b.c.s3.GetObject(ctx, in)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	_ = b.ReadCloser.Close()
+	b.ReadCloser = out.Body
+	return nil
 }
 
 func (b *observedBody) Close() error {

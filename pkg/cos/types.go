@@ -89,6 +89,11 @@ var (
 	ErrInvalidRange              = errors.New("invalid range")               // 416
 	ErrEntityTooSmall            = errors.New("entity too small")            // EntityTooSmall (multipart part < 5 MiB)
 	ErrUnavailable               = errors.New("service unavailable")         // 5xx / SlowDown after retries, network failures
+	// ErrNoCredentials: the request was not sent because no usable
+	// credential could be had (IAM refused or could not be reached, the
+	// token or key file is missing or expired). The *Error also wraps the
+	// cause (an iam.Error, an fs.PathError) for errors.Is.
+	ErrNoCredentials = errors.New("no usable credentials")
 )
 
 // Error is a failed COS request.

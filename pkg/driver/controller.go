@@ -25,6 +25,7 @@ import (
 type ObjectStore interface {
 	HeadBucket(ctx context.Context, bucket string) error
 	CreateBucket(ctx context.Context, bucket, locationConstraint string) error
+	SetAbortIncompleteUploads(ctx context.Context, bucket string, days int32) error
 	EmptyAndDeleteBucket(ctx context.Context, bucket string) error
 	HeadObject(ctx context.Context, bucket, key string) (cos.ObjectInfo, error)
 	PutObject(ctx context.Context, bucket, key string, body io.ReadSeeker, size int64, o cos.PutOptions) (cos.ObjectInfo, error)
@@ -76,6 +77,10 @@ type ControllerService struct {
 
 	stores   StoreFactory
 	inFlight *inFlight
+	// iamEndpoints and cosEndpoints are the admin's endpoint rules, applied
+	// to parameters and to every endpoint decoded from a volume ID.
+	iamEndpoints *EndpointPolicy
+	cosEndpoints *EndpointPolicy
 
 	mu sync.Mutex
 	// created remembers this process's answers by volume name, so a repeated
@@ -89,9 +94,15 @@ type createdVolume struct {
 	volume      *csi.Volume
 }
 
-// NewControllerService returns the controller service.
-func NewControllerService(stores StoreFactory) *ControllerService {
-	return &ControllerService{stores: stores, inFlight: newInFlight(), created: map[string]createdVolume{}}
+// NewControllerService returns the controller service; opts supplies the
+// endpoint rules and must have passed Validate.
+func NewControllerService(opts Options, stores StoreFactory) (*ControllerService, error) {
+	iamPolicy, cosPolicy, err := opts.endpointPolicies()
+	if err != nil {
+		return nil, err
+	}
+	return &ControllerService{stores: stores, inFlight: newInFlight(), created: map[string]createdVolume{},
+		iamEndpoints: iamPolicy, cosEndpoints: cosPolicy}, nil
 }
 
 // ControllerGetCapabilities: create and delete only; there is nothing to attach.
@@ -133,8 +144,15 @@ func (c *ControllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	if err != nil {
 		return nil, err
 	}
-	if p.Endpoint == "" {
-		return nil, invalid(attrEndpoint, "is required")
+	// The controller's credentials go only to an endpoint the admin allows,
+	// and the PV records an IAM endpoint the node plugin will accept.
+	if p.Endpoint, err = c.cosEndpoints.Resolve(p.Endpoint); err != nil {
+		return nil, err
+	}
+	if p.IAMEndpoint != "" {
+		if err := c.iamEndpoints.Check(p.IAMEndpoint); err != nil {
+			return nil, invalid(attrIAMEndpoint, "%v", err)
+		}
 	}
 	mode := p.Provisioning
 	if mode == "" {
@@ -177,11 +195,14 @@ func (c *ControllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 		}
 		id = "bucket:" + base + "@" + compactEndpoint(p.Endpoint)
 	} else {
-		vp.Prefix = strings.TrimPrefix(p.Prefix+"/"+base, "/")
+		vp.Prefix = prefixVolumePath(p.Prefix, p.PVCNamespace, p.PVCName, name)
+		id = "prefix:" + p.Bucket + "/" + vp.Prefix + "@" + compactEndpoint(p.Endpoint)
+		if len(id) > maxVolumeIDLength {
+			return nil, invalid(attrPrefix, "bucket %s, prefix %q and endpoint %s leave no room for the volume's prefix in a %d-byte volume ID", p.Bucket, p.Prefix, p.Endpoint, maxVolumeIDLength)
+		}
 		if err := createPrefix(ctx, store, p.Bucket, vp.Prefix, name, fp); err != nil {
 			return nil, err
 		}
-		id = "prefix:" + p.Bucket + "/" + vp.Prefix + "@" + compactEndpoint(p.Endpoint)
 	}
 	vol := &csi.Volume{VolumeId: id, CapacityBytes: capacity, VolumeContext: vp.nodeAttributes()}
 	c.mu.Lock()
@@ -191,7 +212,25 @@ func (c *ControllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	return &csi.CreateVolumeResponse{Volume: vol}, nil
 }
 
+// abortIncompleteUploadsDays is the age at which the lifecycle rule of a
+// bucket the controller creates aborts a multipart upload: the parts of an
+// upload no server completes (a crashed one whose journal was lost with its
+// node) stop costing money then. A live upload of a few TiB fits well within.
+const abortIncompleteUploadsDays = 7
+
 func createBucket(ctx context.Context, store ObjectStore, bucket, location string) error {
+	if err := createBucketOnce(ctx, store, bucket, location); err != nil {
+		return err
+	}
+	// Also for a bucket an earlier attempt made: its answer (and this
+	// call) may have been lost.
+	if err := store.SetAbortIncompleteUploads(ctx, bucket, abortIncompleteUploadsDays); err != nil {
+		return fmt.Errorf("bucket %s: set the lifecycle rule that aborts incomplete uploads: %w", bucket, err)
+	}
+	return nil
+}
+
+func createBucketOnce(ctx context.Context, store ObjectStore, bucket, location string) error {
 	err := store.CreateBucket(ctx, bucket, location)
 	if err == nil || !errors.Is(err, cos.ErrBucketAlreadyExists) {
 		return err
@@ -255,6 +294,9 @@ func (c *ControllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 		klog.InfoS("DeleteVolume of a volume this driver did not create; nothing to do", "volumeID", id)
 		return &csi.DeleteVolumeResponse{}, nil
 	}
+	if err := c.checkVolumeRef(id, ref); err != nil {
+		return nil, err
+	}
 	if !c.inFlight.tryAcquire("volume/" + id) {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", id)
 	}
@@ -267,7 +309,7 @@ func (c *ControllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 	if ref.prefix == "" {
 		err = store.EmptyAndDeleteBucket(ctx, ref.bucket)
 	} else {
-		err = deletePrefix(ctx, store, ref.bucket, ref.prefix+"/")
+		err = deletePrefix(ctx, store, ref.bucket, ref.prefix+"/", id)
 	}
 	if err != nil && !errors.Is(err, cos.ErrNotFound) {
 		return nil, err
@@ -283,20 +325,36 @@ func (c *ControllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 	return &csi.DeleteVolumeResponse{}, nil
 }
 
-// deletePrefix deletes every key under prefix, marker included. Each round
-// lists from the start because the previous page's keys are gone.
-func deletePrefix(ctx context.Context, store ObjectStore, bucket, prefix string) error {
+// deletePrefix deletes every key under prefix if its marker says this
+// driver made it: a volume ID written by hand cannot make the controller
+// empty a prefix it did not provision. The marker goes last, so that a
+// deletion cut short is finished by the next DeleteVolume. Each round lists
+// from the start because the previous page's keys are gone.
+func deletePrefix(ctx context.Context, store ObjectStore, bucket, prefix, id string) error {
+	info, err := store.HeadObject(ctx, bucket, prefix)
+	if errors.Is(err, cos.ErrNotFound) {
+		klog.InfoS("DeleteVolume: the prefix has no cosmount marker (already deleted, or not provisioned by this driver); nothing deleted", "volumeID", id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if info.Metadata[metaVolumeName] == "" {
+		return status.Errorf(codes.FailedPrecondition, "volume %s: the object %s in bucket %s is not a cosmount volume marker; refusing to delete the prefix", id, prefix, bucket)
+	}
 	for {
 		page, err := store.ListObjects(ctx, bucket, cos.ListOptions{Prefix: prefix, MaxKeys: 1000})
 		if err != nil {
 			return err
 		}
-		if len(page.Objects) == 0 {
-			return nil
+		keys := make([]string, 0, len(page.Objects))
+		for _, o := range page.Objects {
+			if o.Key != prefix {
+				keys = append(keys, o.Key)
+			}
 		}
-		keys := make([]string, len(page.Objects))
-		for i, o := range page.Objects {
-			keys[i] = o.Key
+		if len(keys) == 0 {
+			return store.DeleteObjects(ctx, bucket, []string{prefix})
 		}
 		if err := store.DeleteObjects(ctx, bucket, keys); err != nil {
 			return err
@@ -316,6 +374,9 @@ func (c *ControllerService) ValidateVolumeCapabilities(ctx context.Context, req 
 	ref, ok := parseVolumeID(id)
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "volume %s was not created by this driver", id)
+	}
+	if err := c.checkVolumeRef(id, ref); err != nil {
+		return nil, err
 	}
 	store, err := c.stores.Store(ctx, StoreConfig{Endpoint: ref.endpoint, APIKey: req.GetSecrets()[secretAPIKey]})
 	if err != nil {

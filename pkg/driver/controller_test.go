@@ -56,6 +56,9 @@ func TestCreateDeleteBucketVolume(t *testing.T) {
 	if p.store.HeadBucket(ctx, bucket) != nil {
 		t.Fatal("bucket not created")
 	}
+	if d := p.store.abortDays(bucket); d != abortIncompleteUploadsDays {
+		t.Errorf("the new bucket's rule aborts incomplete uploads after %d days, want %d", d, abortIncompleteUploadsDays)
+	}
 
 	// The provisioner retries: same answer.
 	again, err := p.controller.CreateVolume(ctx, createReq("pvc-1111", bucketParams(), 1<<30))
@@ -123,7 +126,12 @@ func TestCreatePrefixVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	vol := resp.GetVolume()
-	prefix := "vols/" + volumeBaseName("team-a", "data", "pvc-2222")
+	// One level per namespace, so that an IAM path condition
+	// "vols/team-a/*" covers exactly team-a's volumes.
+	prefix := prefixVolumePath("vols", "team-a", "data", "pvc-2222")
+	if !strings.HasPrefix(prefix, "vols/team-a/data-") || strings.Count(prefix, "/") != 2 {
+		t.Errorf("prefix %q, want vols/team-a/data-<hash>", prefix)
+	}
 	if vol.GetVolumeId() != "prefix:shared/"+prefix+"@ibm:us-south" {
 		t.Errorf("volume ID %q", vol.GetVolumeId())
 	}
@@ -136,7 +144,10 @@ func TestCreatePrefixVolume(t *testing.T) {
 	}
 
 	// A restarted controller (no memory) still answers idempotently from the marker.
-	fresh := NewControllerService(&fakeStores{store: p.store})
+	fresh, err := NewControllerService(testOptions(), &fakeStores{store: p.store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	again, err := fresh.CreateVolume(ctx, createReq("pvc-2222", params, 0))
 	if err != nil || again.GetVolume().GetVolumeId() != vol.GetVolumeId() {
 		t.Errorf("CreateVolume after restart = %v, %v", again, err)
@@ -223,12 +234,12 @@ func TestCreateVolumeErrors(t *testing.T) {
 func TestDeleteAndValidateUnknownVolumes(t *testing.T) {
 	p := startPlugin(t)
 	ctx := context.Background()
-	for _, id := range []string{"some-static-pv", "bucket:UPPER@http://x", "prefix:b/../x@http://127.0.0.1:1", "bucket:gone-bucket@http://127.0.0.1:1"} {
+	for _, id := range []string{"some-static-pv", "bucket:UPPER@http://x", "prefix:b/../x@http://127.0.0.1:1", "bucket:gone-bucket-0123456789abcdef@http://127.0.0.1:1"} {
 		if _, err := p.controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
 			t.Errorf("DeleteVolume(%q) = %v, want success", id, err)
 		}
 	}
-	if got := p.store.keys("gone-bucket"); len(got) != 0 {
+	if got := p.store.keys("gone-bucket-0123456789abcdef"); len(got) != 0 {
 		t.Error("store changed")
 	}
 	_, err := p.controller.ValidateVolumeCapabilities(ctx, &csi.ValidateVolumeCapabilitiesRequest{

@@ -69,6 +69,8 @@ func TestPodWritesThroughRealServer(t *testing.T) {
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
 	opts.NodeID = "node-1"
 	opts.IAMEndpoint = env.IAMURL
+	opts.AllowInsecureHTTP = true // the emulator speaks plain http on loopback
+	opts.AllowedCOSEndpoints = []string{env.COSURL}
 	mt := mountertest.Start(t, dir, binary)
 	opts.MounterEndpoint = mt.Endpoint
 	logs := mt.Logs

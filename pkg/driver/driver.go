@@ -11,10 +11,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/cosmount/cosmount/pkg/iam"
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 	"github.com/cosmount/cosmount/pkg/volume"
 )
 
@@ -40,8 +40,21 @@ type Options struct {
 	NodeID string
 	// Mode is controller, node or all.
 	Mode string
-	// IAMEndpoint is the default IAM base URL; a volume may override it.
+	// IAMEndpoint is the default IAM base URL; a volume may pick another
+	// one of AllowedIAMEndpoints.
 	IAMEndpoint string
+	// COSEndpoint is the default COS endpoint of volumes that name none
+	// (inline volumes always use it); empty means volumes must name one.
+	COSEndpoint string
+	// AllowedIAMEndpoints and AllowedCOSEndpoints are what a volume's
+	// iamEndpoint and cosEndpoint may name besides the defaults: URLs or
+	// host patterns ('*' is one DNS label). See endpoints.go.
+	AllowedIAMEndpoints []string
+	AllowedCOSEndpoints []string
+	// AllowInsecureHTTP permits plain http endpoints (a local emulator).
+	AllowInsecureHTTP bool
+	// Inline is the admin's policy for ephemeral inline volumes.
+	Inline InlinePolicy
 	// TokenAudience selects the pod token kubelet passes (CSIDriver tokenRequests).
 	TokenAudience string
 	// MounterEndpoint is the unix socket of the node's mounter, which owns
@@ -64,6 +77,9 @@ func DefaultOptions() Options {
 		Endpoint:            "unix:///csi/csi.sock",
 		Mode:                ModeAll,
 		IAMEndpoint:         iam.DefaultBaseURL,
+		AllowedIAMEndpoints: DefaultAllowedIAMEndpoints,
+		AllowedCOSEndpoints: DefaultAllowedCOSEndpoints,
+		Inline:              DefaultInlinePolicy(),
 		TokenAudience:       "iam",
 		MounterEndpoint:     DefaultMounterEndpoint,
 		ControllerTokenFile: "/var/run/secrets/tokens/iam-token",
@@ -75,7 +91,14 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "CSI endpoint (unix socket)")
 	fs.StringVar(&o.NodeID, "node-id", o.NodeID, "node ID (the Kubernetes node name); required in node mode")
 	fs.StringVar(&o.Mode, "mode", o.Mode, "services to run: controller, node or all")
-	fs.StringVar(&o.IAMEndpoint, "iam-endpoint", o.IAMEndpoint, "IBM Cloud IAM base URL; volumes may override it with iamEndpoint")
+	fs.StringVar(&o.IAMEndpoint, "iam-endpoint", o.IAMEndpoint, "default IBM Cloud IAM base URL; a volume's iamEndpoint may only pick one of --allowed-iam-endpoints")
+	fs.StringVar(&o.COSEndpoint, "cos-endpoint", o.COSEndpoint, "default COS endpoint of volumes without cosEndpoint (and of every inline volume); empty: volumes must name one")
+	fs.Var((*listFlag)(&o.AllowedIAMEndpoints), "allowed-iam-endpoints", "comma-separated IAM endpoints a volume may pick besides --iam-endpoint: URLs or hosts, '*' standing for one DNS label")
+	fs.Var((*listFlag)(&o.AllowedCOSEndpoints), "allowed-cos-endpoints", "comma-separated COS endpoints a volume may pick besides --cos-endpoint: URLs or hosts, '*' standing for one DNS label")
+	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", o.AllowInsecureHTTP, "allow plain http IAM and COS endpoints (a local emulator); never in production: tokens would travel in clear text")
+	fs.BoolVar(&o.Inline.Enabled, "inline-volumes", o.Inline.Enabled, "node: allow ephemeral inline CSI volumes (pod authors write their attributes); off by default")
+	fs.Var((*listFlag)(&o.Inline.AllowedAttributes), "inline-volume-attributes",
+		"node: comma-separated attributes a pod author may set on an inline volume (of "+strings.Join(inlineSettable, ", ")+"); endpoints and authType always come from the admin")
 	fs.StringVar(&o.TokenAudience, "token-audience", o.TokenAudience, "audience of the pod service-account token to exchange (CSIDriver tokenRequests)")
 	fs.StringVar(&o.MounterEndpoint, "mounter-endpoint", o.MounterEndpoint, "node: unix socket of the node's mounter, which runs the FUSE servers")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "host:port to serve Prometheus metrics on; empty disables")
@@ -87,7 +110,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 func (o *Options) Validate() error {
 	var errs []error
 	if _, err := socketPath(o.Endpoint); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
 	}
 	switch o.Mode {
 	case ModeController, ModeNode, ModeAll:
@@ -104,6 +127,11 @@ func (o *Options) Validate() error {
 	}
 	if err := volume.CheckURL(o.IAMEndpoint); err != nil {
 		errs = append(errs, fmt.Errorf("--iam-endpoint: %w", err))
+	} else if _, _, err := o.endpointPolicies(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.Inline.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if strings.TrimSpace(o.TokenAudience) == "" {
 		errs = append(errs, errors.New("--token-audience must not be empty"))
@@ -113,6 +141,34 @@ func (o *Options) Validate() error {
 
 func (o *Options) runsNode() bool       { return o.Mode == ModeNode || o.Mode == ModeAll }
 func (o *Options) runsController() bool { return o.Mode == ModeController || o.Mode == ModeAll }
+
+// endpointPolicies builds the IAM and COS endpoint policies from the flags.
+func (o *Options) endpointPolicies() (iamPolicy, cosPolicy *EndpointPolicy, err error) {
+	iamPolicy, err = NewEndpointPolicy(attrIAMEndpoint, true, o.IAMEndpoint, o.AllowedIAMEndpoints, o.AllowInsecureHTTP)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--iam-endpoint/--allowed-iam-endpoints: %w", err)
+	}
+	cosPolicy, err = NewEndpointPolicy(attrEndpoint, false, o.COSEndpoint, o.AllowedCOSEndpoints, o.AllowInsecureHTTP)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--cos-endpoint/--allowed-cos-endpoints: %w", err)
+	}
+	return iamPolicy, cosPolicy, nil
+}
+
+// listFlag is a comma-separated list flag; setting it replaces the default.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = nil
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	return nil
+}
 
 // controllerProfile parses ControllerProfile into an iam.Profile.
 func (o *Options) controllerProfile() iam.Profile {
@@ -127,19 +183,6 @@ func (o *Options) controllerProfile() iam.Profile {
 	}
 }
 
-// socketPath extracts the filesystem path of a unix endpoint.
-func socketPath(endpoint string) (string, error) {
-	p := endpoint
-	switch {
-	case strings.HasPrefix(p, "unix://"):
-		p = strings.TrimPrefix(p, "unix://")
-	case strings.HasPrefix(p, "unix:"):
-		p = strings.TrimPrefix(p, "unix:")
-	case strings.Contains(p, "://"):
-		return "", fmt.Errorf("--endpoint %q: only unix sockets are supported", endpoint)
-	}
-	if !filepath.IsAbs(p) {
-		return "", fmt.Errorf("--endpoint %q: need an absolute socket path", endpoint)
-	}
-	return p, nil
-}
+// socketPath extracts the filesystem path of a unix endpoint (unix:///p,
+// unix:/p or /p), with the rules every cosmount socket follows.
+func socketPath(endpoint string) (string, error) { return mounterapi.SocketPath(endpoint) }

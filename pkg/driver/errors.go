@@ -46,7 +46,7 @@ func codeOf(err error) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, cos.ErrInvalidLocationConstraint), errors.Is(err, cos.ErrInvalidArgument):
 		return codes.InvalidArgument
-	case errors.Is(err, cos.ErrUnavailable):
+	case errors.Is(err, cos.ErrUnavailable), errors.Is(err, cos.ErrNoCredentials):
 		return codes.Unavailable
 	}
 	return codes.Internal

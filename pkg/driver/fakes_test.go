@@ -194,13 +194,30 @@ func (v *fakeVerifier) count() int {
 
 // fakeStore is an in-memory COS with just what the controller needs.
 type fakeStore struct {
-	mu      sync.Mutex
-	buckets map[string]map[string]cos.ObjectInfo
-	foreign map[string]bool // bucket names taken by another account
+	mu        sync.Mutex
+	buckets   map[string]map[string]cos.ObjectInfo
+	foreign   map[string]bool  // bucket names taken by another account
+	lifecycle map[string]int32 // bucket -> days of its abort-incomplete-uploads rule
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{buckets: map[string]map[string]cos.ObjectInfo{}, foreign: map[string]bool{}}
+	return &fakeStore{buckets: map[string]map[string]cos.ObjectInfo{}, foreign: map[string]bool{}, lifecycle: map[string]int32{}}
+}
+
+func (s *fakeStore) SetAbortIncompleteUploads(ctx context.Context, b string, days int32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.buckets[b]; !ok {
+		return notFound("PutBucketLifecycleConfiguration")
+	}
+	s.lifecycle[b] = days
+	return nil
+}
+
+func (s *fakeStore) abortDays(b string) int32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lifecycle[b]
 }
 
 func notFound(op string) error { return &cos.Error{Op: op, Kind: cos.ErrNotFound, StatusCode: 404} }
@@ -337,7 +354,25 @@ type testPlugin struct {
 	dir        string
 }
 
+// testOptions are the plugin options of the tests with fakes: the fakes
+// listen nowhere, and these are the endpoints the tests name.
+func testOptions() Options {
+	opts := DefaultOptions()
+	opts.NodeID = "node-1"
+	opts.IAMEndpoint = "http://127.0.0.1:9"
+	opts.AllowInsecureHTTP = true
+	opts.AllowedIAMEndpoints = append([]string{"http://127.0.0.1:7"}, DefaultAllowedIAMEndpoints...)
+	opts.AllowedCOSEndpoints = append([]string{"http://127.0.0.1:8080", "http://127.0.0.1:1"}, DefaultAllowedCOSEndpoints...)
+	return opts
+}
+
 func startPlugin(t *testing.T) *testPlugin {
+	t.Helper()
+	return startPluginWith(t, nil)
+}
+
+// startPluginWith starts the plugin with testOptions changed by modify.
+func startPluginWith(t *testing.T, modify func(*Options)) *testPlugin {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes; t.TempDir() can be longer.
 	dir, err := os.MkdirTemp("", "csi-")
@@ -352,10 +387,11 @@ func startPlugin(t *testing.T) *testPlugin {
 		registry: prometheus.NewRegistry(),
 		dir:      dir,
 	}
-	opts := DefaultOptions()
+	opts := testOptions()
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
-	opts.NodeID = "node-1"
-	opts.IAMEndpoint = "http://127.0.0.1:9"
+	if modify != nil {
+		modify(&opts)
+	}
 	d, err := New(opts, Deps{Mounter: p.mounter, Verifier: p.verifier, Stores: &fakeStores{store: p.store}, Registry: p.registry})
 	if err != nil {
 		t.Fatal(err)

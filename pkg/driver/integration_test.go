@@ -135,6 +135,8 @@ func TestDriverAgainstEmulator(t *testing.T) {
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
 	opts.NodeID = "node-1"
 	opts.IAMEndpoint = env.IAMURL
+	opts.AllowInsecureHTTP = true // the emulator speaks plain http on loopback
+	opts.AllowedCOSEndpoints = []string{env.COSURL}
 	opts.MounterEndpoint = mountertest.Start(t, dir, binary).Endpoint
 	stateDir := filepath.Join(dir, "state")
 	opts.ControllerProfile = emulatortest.WriterProfileID
@@ -269,6 +271,8 @@ func TestControllerPrefixModeWithAPIKey(t *testing.T) {
 	opts.Mode = ModeController
 	opts.Endpoint = "unix://" + filepath.Join(dir, "csi.sock")
 	opts.IAMEndpoint = env.IAMURL
+	opts.AllowInsecureHTTP = true // the emulator speaks plain http on loopback
+	opts.AllowedCOSEndpoints = []string{env.COSURL}
 	plugin := startRealPlugin(t, opts)
 
 	params := map[string]string{

@@ -25,29 +25,40 @@ import (
 type NodeService struct {
 	csi.UnimplementedNodeServer
 
-	nodeID      string
-	audience    string
-	iamEndpoint string
-	mounter     mounterapi.Service
-	verifier    IdentityVerifier
-	inFlight    *inFlight
+	nodeID   string
+	audience string
+	// iamEndpoints and cosEndpoints are the admin's endpoint rules; inline
+	// the policy for ephemeral inline volumes.
+	iamEndpoints *EndpointPolicy
+	cosEndpoints *EndpointPolicy
+	inline       InlinePolicy
+	mounter      mounterapi.Service
+	verifier     IdentityVerifier
+	inFlight     *inFlight
 
 	mu         sync.Mutex
 	reportedBy map[string]string // guarded by mu: target -> reason last logged as unhealthy
 }
 
 // NewNodeService returns the node service. opts supplies the node ID, token
-// audience and default IAM endpoint.
-func NewNodeService(opts Options, m mounterapi.Service, v IdentityVerifier) *NodeService {
-	return &NodeService{
-		nodeID:      opts.NodeID,
-		audience:    opts.TokenAudience,
-		iamEndpoint: opts.IAMEndpoint,
-		mounter:     m,
-		verifier:    v,
-		inFlight:    newInFlight(),
-		reportedBy:  map[string]string{},
+// audience, the endpoint rules and the inline-volume policy; it must have
+// passed Validate.
+func NewNodeService(opts Options, m mounterapi.Service, v IdentityVerifier) (*NodeService, error) {
+	iamPolicy, cosPolicy, err := opts.endpointPolicies()
+	if err != nil {
+		return nil, err
 	}
+	return &NodeService{
+		nodeID:       opts.NodeID,
+		audience:     opts.TokenAudience,
+		iamEndpoints: iamPolicy,
+		cosEndpoints: cosPolicy,
+		inline:       opts.Inline,
+		mounter:      m,
+		verifier:     v,
+		inFlight:     newInFlight(),
+		reportedBy:   map[string]string{},
+	}, nil
 }
 
 var nodeCapabilities = []csi.NodeServiceCapability_RPC_Type{
@@ -108,6 +119,13 @@ func checkCapability(c *csi.VolumeCapability) error {
 // spec (validated with pkg/volume's rules, so everything accepted here is
 // accepted by the server) and its credentials.
 func (n *NodeService) buildRequest(req *csi.NodePublishVolumeRequest) (*mounterapi.PublishRequest, VolumeParams, error) {
+	// Whether the volume is inline is kubelet's word: it sets this key
+	// itself, over whatever the pod author wrote.
+	if req.GetVolumeContext()[keyEphemeral] == "true" {
+		if err := n.inline.check(req.GetVolumeContext(), req.GetSecrets()); err != nil {
+			return nil, VolumeParams{}, err
+		}
+	}
 	p, err := parseVolumeParams(req.GetVolumeContext())
 	if err != nil {
 		return nil, p, err
@@ -115,8 +133,28 @@ func (n *NodeService) buildRequest(req *csi.NodePublishVolumeRequest) (*mountera
 	if p.Bucket == "" {
 		return nil, p, invalid(attrBucket, "is required")
 	}
-	if p.Endpoint == "" {
-		return nil, p, invalid(attrEndpoint, "is required")
+	// Endpoints are the admin's: a volume may only pick an allowed one, and
+	// nothing is sent anywhere before this check.
+	if p.Endpoint, err = n.cosEndpoints.Resolve(p.Endpoint); err != nil {
+		return nil, p, err
+	}
+	iamEndpoint := ""
+	if p.AuthType.UsesIAM() {
+		if iamEndpoint, err = n.iamEndpoints.Resolve(p.IAMEndpoint); err != nil {
+			return nil, p, err
+		}
+	} else if p.IAMEndpoint != "" {
+		if err := n.iamEndpoints.Check(p.IAMEndpoint); err != nil {
+			return nil, p, invalid(attrIAMEndpoint, "%v", err)
+		}
+	}
+	// A templated profile becomes the pod's own: its namespace or service
+	// account, as kubelet reports them.
+	if p.ProfileID, err = expandTemplate(attrProfileID, p.ProfileID, &p); err != nil {
+		return nil, p, err
+	}
+	if p.ProfileName, err = expandTemplate(attrProfileName, p.ProfileName, &p); err != nil {
+		return nil, p, err
 	}
 	capability := req.GetVolumeCapability()
 	opts, err := parseMountFlags(capability.GetMount().GetMountFlags())
@@ -137,10 +175,6 @@ func (n *NodeService) buildRequest(req *csi.NodePublishVolumeRequest) (*mountera
 	opts.AllowOther = true
 	if req.GetReadonly() || readerOnly(capability.GetAccessMode()) {
 		opts.ReadOnly = true
-	}
-	iamEndpoint := p.IAMEndpoint
-	if iamEndpoint == "" && p.AuthType.UsesIAM() {
-		iamEndpoint = n.iamEndpoint
 	}
 	spec := volume.Spec{
 		VolumeID:    req.GetVolumeId(),

@@ -258,20 +258,25 @@ func TestPublishMountOptions(t *testing.T) {
 }
 
 func TestPublishEphemeralAndFallbackAuth(t *testing.T) {
-	p := startPlugin(t)
+	p := startPluginWith(t, func(o *Options) {
+		o.Inline.Enabled = true
+		o.COSEndpoint = "http://127.0.0.1:8080"
+	})
 	ctx := context.Background()
 
-	// An inline volume: attributes from the pod spec, the pod's own token in secrets.
+	// An inline volume: attributes from the pod spec, the pod's own token in
+	// secrets, the endpoints the admin's.
 	inline := publishReq(filepath.Join(p.dir, "inline"), "")
 	inline.VolumeId = "csi-0123456789abcdef"
 	inline.VolumeContext[keyEphemeral] = "true"
+	delete(inline.VolumeContext, attrEndpoint)
 	delete(inline.VolumeContext, keyTokens)
 	inline.Secrets = map[string]string{keyTokens: tokensJSON("iam", podTokenB)}
 	if _, err := p.node.NodePublishVolume(ctx, inline); err != nil {
 		t.Fatalf("inline publish: %v", err)
 	}
-	if got := p.mounter.get(inline.TargetPath).creds.CRToken; got != podTokenB {
-		t.Error("the token from secrets was not used")
+	if got := p.mounter.get(inline.TargetPath); got.creds.CRToken != podTokenB || got.spec.Endpoint != "http://127.0.0.1:8080" || got.spec.IAMEndpoint != "http://127.0.0.1:9" {
+		t.Errorf("inline volume %+v: want the token from secrets and the default endpoints", got.spec)
 	}
 
 	hmac := publishReq(filepath.Join(p.dir, "hmac"), "")

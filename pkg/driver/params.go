@@ -93,6 +93,11 @@ func parseVolumeParams(attrs map[string]string) (VolumeParams, error) {
 	p := VolumeParams{AuthType: volume.AuthTrustedProfile}
 	for k, v := range attrs {
 		var err error
+		if !strings.HasPrefix(k, k8sPrefix) && !strings.HasPrefix(k, k8sStoragePrefix) {
+			if err := checkTemplate(k, v); err != nil {
+				return VolumeParams{}, err
+			}
+		}
 		switch k {
 		case attrBucket:
 			if e := volume.CheckBucket(v); e != nil {

@@ -49,14 +49,18 @@ func New(opts Options, deps Deps) (*Driver, error) {
 		if deps.Stores == nil {
 			return nil, errors.New("controller mode needs an object store factory")
 		}
-		cs = NewControllerService(deps.Stores)
+		if cs, err = NewControllerService(opts, deps.Stores); err != nil {
+			return nil, err
+		}
 	}
 	var ns *NodeService
 	if opts.runsNode() {
 		if deps.Mounter == nil || deps.Verifier == nil {
 			return nil, errors.New("node mode needs a mounter and an identity verifier")
 		}
-		ns = NewNodeService(opts, deps.Mounter, deps.Verifier)
+		if ns, err = NewNodeService(opts, deps.Mounter, deps.Verifier); err != nil {
+			return nil, err
+		}
 	}
 	d.server = NewServer(NewIdentityService(cs != nil), cs, ns, metrics)
 	return d, nil

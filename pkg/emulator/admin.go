@@ -20,10 +20,12 @@ import (
 //	                                         header X-Audit-Length: the index to pass next time
 //	DELETE /_emulator/audit                  forget all entries
 //	GET    /_emulator/faults                 {"iam": status, "cos": status}
-//	POST   /_emulator/faults                 {"service":"cos"|"iam", "action":"fail"|"latency"|"unavailable"|"clear",
-//	                                          "kind":"internal-error"|"slow-down"|"unavailable"|"reset", "count":N,
-//	                                          "method":"PUT", "operation":"PutObject", "pathContains":"...",
-//	                                          "duration":"2s"}
+//	POST   /_emulator/faults                 {"service":"cos"|"iam", "action":"fail"|"latency"|"unavailable"|"random"|"clear",
+//	                                          "kind":"internal-error"|"slow-down"|"unavailable"|"reset"|"reset-mid-body"|"slow",
+//	                                          "count":N, "method":"PUT", "operation":"PutObject", "pathContains":"...",
+//	                                          "duration":"2s",
+//	                                          "random":{"rate":0.1, "kinds":[...], "resetAfter":BYTES,
+//	                                                    "slowDelay":NANOSECONDS, "operations":[...], "seed":N}}
 //	POST   /_emulator/access-token-lifetime  {"lifetime":"2s"}: lifetime of access tokens issued from now on
 const AdminPrefix = "/_emulator/"
 

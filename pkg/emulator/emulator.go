@@ -9,6 +9,7 @@ package emulator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -63,11 +65,15 @@ type Options struct {
 	NoSync bool
 	// HTTPClient fetches issuer discovery documents (default http.DefaultClient).
 	HTTPClient *http.Client
+	// LifecycleDay is the length of a day in bucket lifecycle rules
+	// (default 24h); tests shorten it to see the rules applied.
+	LifecycleDay time.Duration
 }
 
 // Emulator is a composed IAM + COS endpoint.
 type Emulator struct {
-	cfg       *config.Config
+	cfgMu     sync.RWMutex
+	cfg       *config.Config // guarded by cfgMu; replaced whole, never changed in place
 	dataDir   string
 	store     *store.Store
 	iam       *iamserver.Server
@@ -138,10 +144,12 @@ func New(cfg *config.Config, opts Options) (e *Emulator, err error) {
 
 	cosOpts := cosserver.Options{
 		Verifier: e.iam,
-		Config:   func() *config.Config { return e.cfg },
+		Config:   e.Config,
 		Clock:    opts.Clock,
 		Domain:   opts.Domain,
 		Backend:  opts.Backend,
+
+		LifecycleDay: opts.LifecycleDay,
 	}
 	if opts.Backend == nil {
 		if e.store, err = store.OpenWithOptions(filepath.Join(opts.DataDir, storeDir), store.Options{MinPartSize: opts.MinPartSize, NoSync: opts.NoSync}); err != nil {
@@ -202,7 +210,36 @@ func (e *Emulator) IAMFaults() *faults.Injector { return e.iamFaults }
 func (e *Emulator) COSFaults() *faults.Injector { return e.cosFaults }
 
 // Config is the configuration the emulator runs with.
-func (e *Emulator) Config() *config.Config { return e.cfg }
+func (e *Emulator) Config() *config.Config {
+	e.cfgMu.RLock()
+	defer e.cfgMu.RUnlock()
+	return e.cfg
+}
+
+// UpdateConfig changes the running configuration: change gets a deep copy
+// of it (add an API key, revoke an HMAC key, ...), which replaces it on both
+// sides once it is valid. Requests already being served keep the old one.
+// The access-token lifetime in force is kept.
+func (e *Emulator) UpdateConfig(change func(*config.Config)) error {
+	e.cfgMu.Lock()
+	defer e.cfgMu.Unlock()
+	b, err := json.Marshal(e.cfg)
+	if err != nil {
+		return fmt.Errorf("emulator: copy config: %w", err)
+	}
+	next := &config.Config{}
+	if err := json.Unmarshal(b, next); err != nil {
+		return fmt.Errorf("emulator: copy config: %w", err)
+	}
+	change(next)
+	lifetime := e.iam.AccessTokenLifetime()
+	if err := e.iam.SetConfig(next); err != nil {
+		return err
+	}
+	e.iam.SetAccessTokenLifetime(lifetime)
+	e.cfg = next
+	return nil
+}
 
 // IAM is the token service, for tests that verify tokens or change their lifetime.
 func (e *Emulator) IAM() *iamserver.Server { return e.iam }

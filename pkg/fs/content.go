@@ -32,6 +32,11 @@ type content struct {
 	// fresh: a file created by this mount that nothing has written,
 	// truncated or changed the attributes of yet (see fileHandle.Flush).
 	fresh bool
+
+	// temp accounts file's space (temp_limit); tempReserved is this
+	// content's share of it.
+	temp         *tempSpace
+	tempReserved int64
 }
 
 func newMemContent() *content { return &content{kind: inMemory} }
@@ -47,6 +52,7 @@ func (c *content) release(b *budget) {
 		_ = c.file.Close()
 		_ = os.Remove(name)
 		c.file = nil
+		_ = c.temp.resize(c, 0)
 	}
 	b.release(c.budget)
 	c.buf, c.budget = nil, 0
@@ -107,12 +113,18 @@ func (f *File) loadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An object larger than the volume's temporary space is refused before
+	// it is downloaded.
+	if err := c.temp.resize(c, size); err != nil {
+		c.release(f.fs.mem)
+		return err
+	}
 	rc, info, err := f.fs.store.Get(ctx, key, cos.GetOptions{IfMatch: etag})
 	if err != nil {
 		c.release(f.fs.mem)
 		return err
 	}
-	n, err := io.Copy(c.file, rc)
+	n, err := io.Copy(&reservingWriter{c: c}, rc)
 	rc.Close()
 	if err != nil {
 		c.release(f.fs.mem)
@@ -137,7 +149,7 @@ func (f *FS) newTempContent() (*content, error) {
 	if err != nil {
 		return nil, fmt.Errorf("temporary file: %w", err)
 	}
-	return &content{kind: inTemp, file: tf}, nil
+	return &content{kind: inTemp, file: tf, temp: f.temp}, nil
 }
 
 // spillLocked moves in-memory content to a temporary file.
@@ -148,6 +160,10 @@ func (f *File) spillLocked() error {
 	}
 	t, err := f.fs.newTempContent()
 	if err != nil {
+		return err
+	}
+	if err := t.temp.resize(t, c.size); err != nil {
+		t.release(f.fs.mem)
 		return err
 	}
 	if _, err := t.file.WriteAt(c.buf, 0); err != nil {
@@ -173,6 +189,11 @@ func (f *File) finishStreamLocked(ctx context.Context) error {
 func (f *File) writeLocked(ctx context.Context, off int64, data []byte) error {
 	if c := f.content; c != nil && c.kind == streaming && off != c.size {
 		if err := f.finishStreamLocked(ctx); err != nil {
+			return err
+		}
+	}
+	if f.content == nil {
+		if err := f.appendStreamLocked(ctx, off); err != nil {
 			return err
 		}
 	}
@@ -213,6 +234,9 @@ func (f *File) writeLocked(ctx context.Context, off int64, data []byte) error {
 		}
 		copy(c.buf[off:], data)
 	case inTemp:
+		if err := c.temp.grow(c, end); err != nil {
+			return err
+		}
 		if _, err := c.file.WriteAt(data, off); err != nil {
 			return fmt.Errorf("temporary file: %w", err)
 		}
@@ -290,6 +314,9 @@ func (f *File) truncateLocked(ctx context.Context, size int64) error {
 		c.buf = c.buf[:size]
 	default:
 		if err := f.spillLocked(); err != nil {
+			return err
+		}
+		if err := f.content.temp.resize(f.content, size); err != nil {
 			return err
 		}
 		if err := f.content.file.Truncate(size); err != nil {
@@ -395,6 +422,54 @@ func (f *File) startStreamLocked(ctx context.Context) error {
 		return err
 	}
 	f.content = &content{kind: streaming, stream: s, size: c.size, dirty: true}
+	f.syncAttrLocked()
+	return nil
+}
+
+// S3's bounds of a multipart part, copied or uploaded: every part but the
+// last at least minCopyPart, none larger than maxCopyPart.
+const (
+	minCopyPart = 5 << 20
+	maxCopyPart = 5 << 30
+)
+
+// appendStreamLocked starts a streaming upload that continues the object
+// when a write appends to it (off is its size) and it is large enough to
+// be the first part(s) of a multipart upload: the object's bytes become
+// those parts by UploadPartCopy, server-side, and the new data streams
+// after them. Without it an append would download the whole object
+// (read-modify-write), and a file written with fsync every N MiB would
+// move its size again at every fsync: each fsync completes the upload
+// (the object is then durable) and the next write continues it here, so
+// the file crosses the network about once in all. The copy requires the
+// ETag this mount last saw (another writer's object is ESTALE, not
+// overwritten). It does nothing (content stays nil) when the object is
+// unsuitable. Requires f.mu.
+func (f *File) appendStreamLocked(ctx context.Context, off int64) error {
+	if f.symlink {
+		return nil
+	}
+	f.attrMu.Lock()
+	ok := f.exists && f.headed && !f.dirty && f.info.ETag != "" && off == f.info.Size && f.info.Size >= minCopyPart
+	size, etag, ct := f.info.Size, f.info.ETag, f.info.ContentType
+	md := f.meta.encode(f.info.Metadata)
+	f.attrMu.Unlock()
+	if !ok {
+		return nil
+	}
+	key, ok := f.key()
+	if !ok {
+		return errUnlinked
+	}
+	s, err := f.fs.startStream(ctx, key, cos.PutOptions{ContentType: ct, Metadata: md})
+	if err != nil {
+		return err
+	}
+	if err := s.copyObject(ctx, size, etag); err != nil {
+		s.abort()
+		return err
+	}
+	f.content = &content{kind: streaming, stream: s, size: size}
 	f.syncAttrLocked()
 	return nil
 }

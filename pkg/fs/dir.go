@@ -70,6 +70,7 @@ type Dir struct {
 	mu         sync.Mutex
 	entries    map[string]*entry    // guarded by mu: names known from listings and lookups
 	negative   map[string]time.Time // guarded by mu: missing names and when that expires
+	negPruneAt int                  // guarded by mu: sweep negative for expired names at this size
 	complete   bool                 // guarded by mu: entries hold a whole listing...
 	listedAt   time.Time            // guarded by mu: ...taken at this time
 	largeUntil time.Time            // guarded by mu: until then, misses are probed, not listed
@@ -103,11 +104,12 @@ var (
 
 func newDir(f *FS, parent *Dir, name string, inode uint64) *Dir {
 	return &Dir{
-		nodeBase: nodeBase{fs: f, inode: inode, parent: parent, name: name},
-		entries:  map[string]*entry{},
-		negative: map[string]time.Time{},
-		meta:     f.defaultMeta(os.ModeDir | f.opts.DirMode),
-		children: map[string]node{},
+		nodeBase:   nodeBase{fs: f, inode: inode, parent: parent, name: name},
+		entries:    map[string]*entry{},
+		negative:   map[string]time.Time{},
+		negPruneAt: minNegPrune,
+		meta:       f.defaultMeta(os.ModeDir | f.opts.DirMode),
+		children:   map[string]node{},
 	}
 }
 
@@ -327,8 +329,32 @@ func (d *Dir) setNegative(name string) {
 	defer d.mu.Unlock()
 	delete(d.entries, name)
 	if ttl := d.fs.opts.NegativeTTL; ttl > 0 {
-		d.negative[name] = d.fs.now().Add(ttl)
+		now := d.fs.now()
+		if len(d.negative) >= d.negPruneAt {
+			d.pruneNegativeLocked(now)
+		}
+		d.negative[name] = now.Add(ttl)
 	}
+}
+
+// minNegPrune is the size of the negative cache below which it is not
+// swept for expired names.
+const minNegPrune = 64
+
+// pruneNegativeLocked drops expired negative entries. A complete listing
+// replaces the negative cache (install), but a directory larger than one
+// page is never listed for lookups, so without this sweep every name ever
+// missed in it would stay in memory. Sweeping when the cache has doubled
+// since the last sweep keeps the cost amortized O(1) per miss and the
+// cache at most twice the names missed within NegativeTTL (plus
+// minNegPrune). Requires d.mu.
+func (d *Dir) pruneNegativeLocked(now time.Time) {
+	for name, exp := range d.negative {
+		if !now.Before(exp) {
+			delete(d.negative, name)
+		}
+	}
+	d.negPruneAt = max(minNegPrune, 2*len(d.negative))
 }
 
 // nodeFor returns the live node for name, creating it if the kernel does not
@@ -486,15 +512,14 @@ func (d *Dir) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 			return d.fs.fail("rmdir", key+"/", err)
 		}
 	} else {
-		f, _ := c.(*File)
-		inStore := f == nil || f.existsInStore()
-		if f != nil {
-			f.discard(ctx)
+		var err error
+		if f, ok := c.(*File); ok {
+			err = f.unlink(ctx, key)
+		} else if err = d.fs.store.Delete(ctx, key); errors.Is(err, cos.ErrNotFound) {
+			err = nil
 		}
-		if inStore {
-			if err := d.fs.store.Delete(ctx, key); err != nil && !errors.Is(err, cos.ErrNotFound) {
-				return d.fs.fail("unlink", key, err)
-			}
+		if err != nil {
+			return d.fs.fail("unlink", key, err)
 		}
 	}
 	d.detach(req.Name, c)

@@ -33,8 +33,10 @@
 // # Consistency and limits
 //
 // Directory rename moves every key below the directory with copy + delete;
-// it is not atomic: a failure in the middle leaves keys under both names
-// (the error is returned; repeating the rename finishes it). A lookup that
+// it is not atomic. A failed copy removes the copies made so far, so the
+// directory stays under its old name and the rename can be repeated; a
+// failed delete after every copy succeeded leaves keys under both names
+// (the new directory is complete). The error is returned either way. A lookup that
 // probes a name lists the directory once (one page, 1000 names): the
 // listing then tells which names exist for EntryTTL (each is still HEADed
 // once for its metadata) and which do not (for min(EntryTTL, NegativeTTL),
@@ -67,7 +69,19 @@
 // stream as a multipart upload once the file reaches MultipartThreshold, and
 // move to a temporary file when they leave a gap or the budget is short.
 // Changing an existing object downloads it into a temporary file first
-// (read-modify-write). Nothing reaches the store before flush, fsync or
+// (read-modify-write), except appending to an object of at least 5 MiB:
+// that starts a multipart upload whose first parts are the object's bytes,
+// copied server-side (UploadPartCopy, on the condition of the ETag this
+// mount last saw: another writer's object is ESTALE), and the new data
+// streams after them. fsync (and close) of a streaming upload completes it,
+// so the object is durable with every byte written so far; the next write
+// continues it that way. A file written sequentially with an fsync every
+// N MiB thus crosses the network about once, whatever N; each fsync costs
+// a CompleteMultipartUpload, and the next write a CreateMultipartUpload and
+// one UploadPartCopy per 5 GiB of the object. An fsync of a new file still
+// in memory saves it as a multipart upload once it has 5 MiB, so that the
+// same holds below the multipart threshold; under 5 MiB (S3's smallest
+// part) each fsync uploads the whole file. Nothing reaches the store before flush, fsync or
 // release, and a failed upload stays dirty (retried by the next flush,
 // fsync or FS.Flush) after close has returned the error.
 //

@@ -30,6 +30,13 @@ func errno(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		// An operation that ran out of time (ctx.go) is a store failure.
 		return syscall.EIO
+	case errors.Is(err, cos.ErrNoCredentials):
+		// No token or key could be had (IAM down, a credential file missing
+		// or expired): the store is unreachable for now, as for a network
+		// failure. EACCES would tell the application its permissions are
+		// wrong, which a retry after the credential is back proves false.
+		// The reason is logged by FS.fail.
+		return syscall.EIO
 	case errors.Is(err, cos.ErrNotFound):
 		return syscall.ENOENT
 	case errors.Is(err, cos.ErrAccessDenied):

@@ -1,8 +1,10 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -38,6 +40,9 @@ type File struct {
 	// writer was told (close or fsync returned the error). Cleared by new
 	// changes and by a successful upload. Guarded by attrMu.
 	failReported bool
+	// refused: that failure was the store refusing the identity
+	// (AccessDenied), which no immediate retry changes. Guarded by attrMu.
+	refused      bool
 	lastOpenETag string // guarded by attrMu
 	target       string // guarded by attrMu: symlink target, once read
 }
@@ -359,6 +364,15 @@ func (f *File) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	key, _ := f.key()
+	// A new file still in memory but big enough to be a part is saved as
+	// a multipart upload, so that the writes after this fsync continue
+	// the object server-side (appendStreamLocked) instead of every later
+	// fsync uploading the whole file again.
+	if c := f.content; c != nil && c.dirty && c.kind == inMemory && c.size >= minCopyPart {
+		if err := f.startStreamLocked(ctx); err != nil {
+			return f.fs.fail("fsync", key, f.reportedLocked(err))
+		}
+	}
 	return f.fs.fail("fsync", key, f.reportedLocked(f.flushLocked(ctx)))
 }
 
@@ -369,9 +383,18 @@ func (f *File) reportedLocked(err error) error {
 	if err != nil {
 		f.attrMu.Lock()
 		f.failReported = f.dirty
+		f.refused = f.dirty && errors.Is(err, cos.ErrAccessDenied)
 		f.attrMu.Unlock()
 	}
 	return err
+}
+
+// refusedLocked reports whether the current changes were refused by the
+// store and the writer was told. Requires f.mu.
+func (f *File) refusedLocked() bool {
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
+	return f.failReported && f.refused
 }
 
 // Readlink returns an s3fs symlink's target (the object's body).
@@ -396,12 +419,39 @@ func (f *File) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string,
 		return "", f.fs.fail("readlink", key, err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 4096))
+	b, err := io.ReadAll(io.LimitReader(rc, maxSymlinkTarget+1))
 	if err != nil {
 		return "", f.fs.fail("readlink", key, err)
 	}
-	f.setTarget(string(b))
-	return string(b), nil
+	target, err := symlinkTarget(b)
+	if err != nil {
+		return "", f.fs.fail("readlink", key, err)
+	}
+	f.setTarget(target)
+	return target, nil
+}
+
+// maxSymlinkTarget is the longest target the kernel takes (PATH_MAX less
+// the terminating NUL).
+const maxSymlinkTarget = 4095
+
+// errBadSymlink is an s3fs symlink object whose body cannot be a target.
+var errBadSymlink = errors.New("symlink object's body is not a link target")
+
+// symlinkTarget checks the body of an s3fs symlink object (written by any
+// client): the target must be non-empty, at most maxSymlinkTarget bytes and
+// free of NUL bytes. A longer body is refused rather than cut short, which
+// would point the link somewhere else.
+func symlinkTarget(body []byte) (string, error) {
+	switch {
+	case len(body) == 0:
+		return "", fmt.Errorf("%w: empty", errBadSymlink)
+	case len(body) > maxSymlinkTarget:
+		return "", fmt.Errorf("%w: longer than %d bytes", errBadSymlink, maxSymlinkTarget)
+	case bytes.IndexByte(body, 0) >= 0:
+		return "", fmt.Errorf("%w: contains a NUL byte", errBadSymlink)
+	}
+	return string(body), nil
 }
 
 // Forget drops an idle node from its parent.
@@ -419,9 +469,31 @@ func (f *File) Forget() {
 	}
 }
 
-// discard drops local content after an unlink: an unlinked file's data
-// vanishes, as it would once the last descriptor closes.
-func (f *File) discard(ctx context.Context) {
+// unlink deletes the object (if the store has it) and then drops the local
+// content: an unlinked file's data vanishes, as it would once the last
+// descriptor closes. f.mu is held across the delete so that no flush of an
+// open descriptor uploads the file again meanwhile. When the delete fails
+// the file keeps its content and stays dirty, so nothing the application
+// wrote is lost to an unlink that did not happen.
+func (f *File) unlink(ctx context.Context, key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.existsInStore() {
+		if err := f.fs.store.Delete(ctx, key); err != nil && !errors.Is(err, cos.ErrNotFound) {
+			return err
+		}
+	}
+	f.dropContentLocked()
+	f.attrMu.Lock()
+	f.exists = false
+	f.attrMu.Unlock()
+	f.fs.setDirty(f, false)
+	return nil
+}
+
+// discard drops local content of a file that another file was renamed
+// over: the rename replaced the object, and the old data vanishes.
+func (f *File) discard() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.dropContentLocked()

@@ -23,7 +23,8 @@ type FS struct {
 	opts      Options
 	log       klog.Logger
 	mem       *budget
-	bufs      *bufPool // readahead chunk buffers, held in mem
+	temp      *tempSpace // temporary files' space, bounded by TempLimit
+	bufs      *bufPool   // readahead chunk buffers, held in mem
 	now       func() time.Time
 	mountTime time.Time
 	inodes    atomic.Uint64
@@ -57,6 +58,7 @@ func New(store ObjectStore, opts Options) (*FS, error) {
 		opts:     opts,
 		log:      opts.Logger.WithName("fs"),
 		mem:      newBudget(opts.MemoryLimit),
+		temp:     newTempSpace(opts.TempLimit),
 		now:      time.Now,
 		dirty:    map[*File]struct{}{},
 		life:     life,

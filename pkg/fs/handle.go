@@ -136,7 +136,8 @@ func (h *fileHandle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 }
 
 // Release (last close of the description) retries a failed upload once
-// more and frees the content once no descriptor is open. Its error reaches
+// more (not one the store refused with AccessDenied) and frees the content
+// once no descriptor is open. Its error reaches
 // no one, so failures stay dirty for FS.Flush and are logged.
 func (h *fileHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 	h.mu.Lock()
@@ -148,7 +149,10 @@ func (h *fileHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) erro
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.opens--
-	if f.content != nil && f.content.dirty && h.writable {
+	// A retry of an upload the store refused (AccessDenied, already
+	// returned to the writer) would only be refused again: it waits for a
+	// later flush, which a changed policy or credential may let through.
+	if f.content != nil && f.content.dirty && h.writable && !f.refusedLocked() {
 		if err := f.flushLocked(ctx); err != nil {
 			return nil // logged by flushLocked; the data stays for a later flush
 		}

@@ -29,6 +29,9 @@ type attrMeta struct {
 	mtime time.Time
 }
 
+// maxMtime is the first second of year 10000, the end of what dates mean.
+const maxMtime = 253402300800
+
 // metaFromObject reads s3fs metadata, falling back to the defaults for every
 // missing or malformed field and to LastModified for the mtime.
 func metaFromObject(md map[string]string, lastModified time.Time, def attrMeta) attrMeta {
@@ -52,8 +55,11 @@ func metaFromObject(md map[string]string, lastModified time.Time, def attrMeta) 
 		}
 	}
 	if v, ok := md[metaMtime]; ok {
-		// s3fs writes whole seconds; some tools write fractions.
-		if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 {
+		// s3fs writes whole seconds; some tools write fractions. 0 is the
+		// epoch (touch -d @0), which encode writes for any mtime in its
+		// first second. Values past year 9999 (or NaN, or Inf) would
+		// overflow the conversion.
+		if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && f < maxMtime {
 			sec := int64(f)
 			m.mtime = time.Unix(sec, int64((f-float64(sec))*1e9))
 		}

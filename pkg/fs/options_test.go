@@ -46,6 +46,8 @@ func TestErrnoMapping(t *testing.T) {
 	}{
 		{wrap(cos.ErrNotFound), syscall.ENOENT},
 		{wrap(cos.ErrAccessDenied), syscall.EACCES},
+		{wrap(cos.ErrNoCredentials), syscall.EIO},
+		{&cos.Error{Kind: cos.ErrNoCredentials, Err: syscall.ENOENT}, syscall.EIO},
 		{wrap(cos.ErrPreconditionFailed), syscall.ESTALE},
 		{wrap(cos.ErrUnavailable), syscall.EIO},
 		{&cos.Error{Kind: cos.ErrUnavailable, Err: syscall.ECONNREFUSED}, syscall.EIO},

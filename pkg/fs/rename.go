@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,7 +65,7 @@ func (d *Dir) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusefs
 	// The namespace follows: the same node now lives under the new name.
 	if existing := nd.child(req.NewName); existing != nil && existing != src {
 		if f, ok := existing.(*File); ok {
-			f.discard(ctx)
+			f.discard()
 		}
 	}
 	d.fs.mu.Lock()
@@ -139,10 +140,12 @@ func (d *Dir) renameDir(ctx context.Context, nd *Dir, newName, oldPrefix, newPre
 	if err != nil {
 		return err
 	}
+	markerExisted := false
 	for _, o := range page.Objects {
 		if o.Key != newPrefix {
 			return syscall.ENOTEMPTY
 		}
+		markerExisted = true
 	}
 	if len(page.CommonPrefixes) > 0 {
 		return syscall.ENOTEMPTY
@@ -165,23 +168,43 @@ func (d *Dir) renameDir(ctx context.Context, nd *Dir, newName, oldPrefix, newPre
 		}
 		o.ContinuationToken = page.NextContinuationToken
 	}
-	if err := d.fs.copyAll(ctx, keys, oldPrefix, newPrefix); err != nil {
+	copied, err := d.fs.copyAll(ctx, keys, oldPrefix, newPrefix)
+	if err != nil {
+		// Nothing under the old name was deleted yet: take the copies back,
+		// so that the directory is where it was and the rename can be
+		// repeated. (The target's own marker stays if it was there.)
+		var undo []string
+		for _, k := range copied {
+			if k != newPrefix || !markerExisted {
+				undo = append(undo, k)
+			}
+		}
+		for i := 0; i < len(undo); i += deleteBatch {
+			if derr := d.fs.store.DeleteMany(ctx, undo[i:min(i+deleteBatch, len(undo))]); derr != nil {
+				return fmt.Errorf("%w; removing the copies made so far failed too, keys are under both names: %w", err, derr)
+			}
+		}
 		return err
 	}
 	for i := 0; i < len(keys); i += deleteBatch {
 		if err := d.fs.store.DeleteMany(ctx, keys[i:min(i+deleteBatch, len(keys))]); err != nil {
-			return err
+			// Every key is under the new name; some are left under the
+			// old one too.
+			return fmt.Errorf("the new directory is complete, but deleting the old keys failed: %w", err)
 		}
 	}
 	return nil
 }
 
-func (f *FS) copyAll(ctx context.Context, keys []string, oldPrefix, newPrefix string) error {
+// copyAll copies every key from oldPrefix to newPrefix, several at once,
+// and returns the new keys it made.
+func (f *FS) copyAll(ctx context.Context, keys []string, oldPrefix, newPrefix string) ([]string, error) {
 	sem := make(chan struct{}, f.opts.UploadConcurrency)
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		errs   []error
+		copied []string
 	)
 	for _, k := range keys {
 		sem <- struct{}{}
@@ -189,15 +212,19 @@ func (f *FS) copyAll(ctx context.Context, keys []string, oldPrefix, newPrefix st
 		go func(k string) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := f.store.Copy(ctx, k, newPrefix+strings.TrimPrefix(k, oldPrefix), cos.CopyOptions{}); err != nil {
-				mu.Lock()
+			nk := newPrefix + strings.TrimPrefix(k, oldPrefix)
+			_, err := f.store.Copy(ctx, k, nk, cos.CopyOptions{})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
 				errs = append(errs, err)
-				mu.Unlock()
+				return
 			}
+			copied = append(copied, nk)
 		}(k)
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return copied, errors.Join(errs...)
 }
 
 // flushUnder uploads pending changes of every file below prefix.

@@ -16,6 +16,9 @@ type ObjectStore interface {
 	Put(ctx context.Context, key string, body io.ReadSeeker, size int64, o cos.PutOptions) (cos.ObjectInfo, error)
 	CreateMultipart(ctx context.Context, key string, o cos.PutOptions) (string, error)
 	UploadPart(ctx context.Context, key, uploadID string, part int32, body io.ReadSeeker, size int64) (cos.CompletedPart, error)
+	// UploadPartCopy makes a part from bytes first..last (inclusive) of
+	// srcKey, server-side, if srcKey's ETag is ifMatch.
+	UploadPartCopy(ctx context.Context, key, uploadID string, part int32, srcKey string, first, last int64, ifMatch string) (cos.CompletedPart, error)
 	CompleteMultipart(ctx context.Context, key, uploadID string, parts []cos.CompletedPart) (cos.ObjectInfo, error)
 	AbortMultipart(ctx context.Context, key, uploadID string) error
 	List(ctx context.Context, o cos.ListOptions) (cos.ListPage, error)

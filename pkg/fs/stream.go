@@ -93,6 +93,30 @@ func (s *streamUpload) adopt(ctx context.Context, buf []byte, budget int64) erro
 	return s.write(ctx, tail)
 }
 
+// copyObject makes the object's current bytes (size, ETag etag) the first
+// parts of the upload, server-side, in ranges of at most maxCopyPart that
+// are all at least minCopyPart (size must be). It runs before anything is
+// written to the upload.
+func (s *streamUpload) copyObject(ctx context.Context, size int64, etag string) error {
+	n := (size + maxCopyPart - 1) / maxCopyPart
+	per := size / n
+	for i := int64(0); i < n; i++ {
+		first, last := i*per, (i+1)*per-1
+		if i == n-1 {
+			last = size - 1
+		}
+		s.submitted++
+		p, err := s.fs.store.UploadPartCopy(ctx, s.key, s.uploadID, s.submitted, s.key, first, last, etag)
+		if err != nil {
+			return fmt.Errorf("continue %q: copy part %d: %w", s.key, s.submitted, err)
+		}
+		s.mu.Lock()
+		s.parts = append(s.parts, p)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
 // write appends data, submitting every part that fills up.
 func (s *streamUpload) write(ctx context.Context, data []byte) error {
 	for len(data) > 0 {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cosmount/cosmount/pkg/cos"
 	"github.com/cosmount/cosmount/pkg/fs/memstore"
@@ -226,5 +227,40 @@ func TestPendingSplitsReportedFailures(t *testing.T) {
 	want("flushed", volume.Pending{})
 	if body, _ := object(t, store, "a"); body != "12345678" {
 		t.Errorf("object = %q", body)
+	}
+}
+
+// An upload the store refuses (AccessDenied) is not tried again at release:
+// the writer was told, the retry would be refused too, and a pod looping on
+// a denied write would otherwise double the requests. The data stays for a
+// later flush.
+func TestRefusedUploadIsNotRetriedAtRelease(t *testing.T) {
+	store := memstore.New()
+	m, mnt := mountT(t, store, testOptions())
+	store.FailOp(memstore.OpPut, &cos.Error{Op: "PutObject", Kind: cos.ErrAccessDenied})
+	store.ResetCounts()
+	f, err := createRaw(filepath.Join(mnt, "denied"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("kept"); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "close", f.Close(), syscall.EACCES)
+	// Release runs after close returns; give it the time it would take.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && m.FS().Pending().FailedFiles != 1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := store.Count(memstore.OpPut); n != 1 {
+		t.Errorf("%d PUTs for one refused close, want 1", n)
+	}
+	store.SetFault(nil)
+	if err := m.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := object(t, store, "denied"); body != "kept" {
+		t.Errorf("after the refusal was lifted: %q", body)
 	}
 }

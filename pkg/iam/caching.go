@@ -73,6 +73,7 @@ type CachingOptions struct {
 // the callers waiting; other failures are returned at once and not cached.
 type CachingSource struct {
 	raw       Source
+	changes   ChangeReporter // raw, if its credential can be replaced
 	now       func() time.Time
 	backoff   Backoff
 	bgTimeout time.Duration
@@ -90,7 +91,14 @@ type CachingSource struct {
 	syncAt      time.Time // callers wait for a fresh token from here on
 	bgNotBefore time.Time // after a failed background refresh
 	flight      *flight   // the exchange in progress, if any
+	invalidAt   time.Time // when a refusal last threw a token away
 }
+
+// invalidateInterval spaces the refusals that may throw the cached token
+// away. COS answers 403 both to a revoked or expired token and to a
+// request the identity may not make; without a bound, a pod looping on a
+// forbidden write would drive one IAM exchange per write.
+const invalidateInterval = 30 * time.Second
 
 var (
 	_ Source      = (*CachingSource)(nil)
@@ -144,6 +152,9 @@ func NewCachingSource(raw Source, opts CachingOptions) *CachingSource {
 	if d, ok := raw.(interface{ LogValues() []any }); ok {
 		c.logValues = d.LogValues()
 	}
+	if cr, ok := raw.(ChangeReporter); ok {
+		c.changes = cr
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }
@@ -151,6 +162,16 @@ func NewCachingSource(raw Source, opts CachingOptions) *CachingSource {
 // Token returns a cached token that is valid now, exchanging first when
 // there is none or it is about to expire.
 func (c *CachingSource) Token(ctx context.Context) (Token, error) {
+	if c.changes != nil && c.changes.CredentialsChanged() {
+		// The credential was replaced (and the old one may be revoked
+		// already): the next request must carry a token of the new one.
+		c.mu.Lock()
+		if c.cur.AccessToken != "" {
+			klog.InfoS("IAM credential replaced: exchanging the new one", c.logValues...)
+		}
+		c.cur = Token{}
+		c.mu.Unlock()
+	}
 	// A fresh token can only be invalid on arrival if the clock jumped while
 	// the caller waited; try once more before giving up.
 	for try := 0; try < 2; try++ {
@@ -211,8 +232,9 @@ func (c *CachingSource) Invalidate() {
 // the others do not throw away the fresh token it brought.
 func (c *CachingSource) InvalidateToken(accessToken string) {
 	c.mu.Lock()
-	if c.cur.AccessToken == accessToken {
+	if c.cur.AccessToken == accessToken && (c.invalidAt.IsZero() || c.now().Sub(c.invalidAt) >= invalidateInterval) {
 		c.cur = Token{}
+		c.invalidAt = c.now()
 	}
 	c.mu.Unlock()
 }

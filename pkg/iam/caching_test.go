@@ -231,6 +231,19 @@ func TestCachingInvalidate(t *testing.T) {
 	if tok := mustToken(t, c); tok.AccessToken != "tok-3" {
 		t.Fatalf("InvalidateToken did not force an exchange: %s", tok.AccessToken)
 	}
+	// Refusals right after one another (a pod looping on a forbidden write)
+	// cost one exchange per interval, not one each.
+	for i := 0; i < 100; i++ {
+		c.InvalidateToken("tok-3")
+	}
+	if tok := mustToken(t, c); tok.AccessToken != "tok-3" || raw.calls.Load() != 3 {
+		t.Fatalf("repeated refusals within %v forced exchanges: %s after %d calls", invalidateInterval, tok.AccessToken, raw.calls.Load())
+	}
+	clock.Advance(invalidateInterval)
+	c.InvalidateToken("tok-3")
+	if tok := mustToken(t, c); tok.AccessToken != "tok-4" {
+		t.Fatalf("a refusal after the interval did not force an exchange: %s", tok.AccessToken)
+	}
 	var _ Invalidator = c
 }
 

@@ -104,13 +104,32 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
-	if c.http == nil {
-		c.http = &http.Client{}
+	// Every token request carries a secret in its body (the pod's token, an
+	// API key), and a 307 or 308 would make net/http post that body again
+	// to whatever host the answer names. No redirect is ever followed.
+	hc := http.Client{}
+	if c.http != nil {
+		hc = *c.http
 	}
+	hc.CheckRedirect = refuseRedirect
+	c.http = &hc
 	if c.now == nil {
 		c.now = time.Now
 	}
 	return c, nil
+}
+
+// refuseRedirect makes net/http hand a redirect back instead of following it.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// redirectMessage describes a refused redirect by its target's host only:
+// a Location may carry anything, and error texts reach pod events.
+func redirectMessage(resp *http.Response) string {
+	host := "an unnamed location"
+	if u, err := resp.Location(); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	return fmt.Sprintf("IAM answered HTTP %d, a redirect to %s; redirects are never followed with a token in the request", resp.StatusCode, host)
 }
 
 // Endpoint returns the full token URL the client posts to.
@@ -265,6 +284,10 @@ func (c *Client) exchange(ctx context.Context, form url.Values, secret string) (
 		return nil, &Error{kind: ErrTransient, err: err}
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		return nil, &Error{StatusCode: resp.StatusCode, RequestID: resp.Header.Get("transaction-id"), kind: ErrUnexpected,
+			ErrorMessage: redirectMessage(resp)}
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	if err != nil {
 		return nil, &Error{StatusCode: resp.StatusCode, RequestID: resp.Header.Get("transaction-id"),
@@ -364,10 +387,15 @@ func classify(status int, code string) error {
 
 // parseRetryAfter understands the delta-seconds form only; IAM does not send
 // HTTP dates, and a wrong guess merely falls back to our own backoff.
+// A larger hint is taken as this much (and a number of seconds that large
+// would overflow a time.Duration).
 func parseRetryAfter(v string) time.Duration {
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n <= 0 {
 		return 0
 	}
-	return time.Duration(n) * time.Second
+	return time.Duration(min(n, maxRetryAfter)) * time.Second
 }
+
+// maxRetryAfter caps a server's Retry-After, in seconds: a day.
+const maxRetryAfter = 24 * 60 * 60

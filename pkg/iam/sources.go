@@ -2,11 +2,14 @@ package iam
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -169,4 +172,141 @@ func (s *StaticSource) Token(ctx context.Context) (Token, error) {
 		return Token{}, &Error{kind: ErrBadCredentials, ErrorMessage: "static token is empty or expired"}
 	}
 	return s.tok, nil
+}
+
+// maxAPIKeyFile bounds how much of an API key file is read; keys are 44
+// characters.
+const maxAPIKeyFile = 4 << 10
+
+// ChangeReporter is implemented by sources whose credential can be replaced
+// while they are in use (a key file that the node plugin rewrites). A
+// CachingSource asks before every cached hand-out and, when it reports a
+// change, forgets its token so that the next request carries one of the new
+// credential.
+type ChangeReporter interface {
+	CredentialsChanged() bool
+}
+
+// APIKeyFileSource exchanges the API key held in a file, read afresh at
+// every exchange, so that a key the node plugin rotated (by renaming a new
+// file over the old one) is used from the next exchange on. It does not
+// cache: wrap it in a CachingSource, which asks CredentialsChanged before
+// it hands out a cached token.
+type APIKeyFileSource struct {
+	exchanger Exchanger
+	path      string
+
+	mu    sync.Mutex
+	stamp fileStamp // guarded by mu: the file version sum was read from
+	sum   [32]byte  // guarded by mu: SHA-256 of the key last exchanged (not the key)
+}
+
+var _ ChangeReporter = (*APIKeyFileSource)(nil)
+
+// NewAPIKeyFileSource checks that path holds a key and returns the source.
+func NewAPIKeyFileSource(exchanger Exchanger, path string) (*APIKeyFileSource, error) {
+	if exchanger == nil {
+		return nil, errors.New("iam: API key source needs an exchanger")
+	}
+	s := &APIKeyFileSource{exchanger: exchanger, path: path}
+	if _, _, err := s.read(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// read returns the key and the version of the file it came from; errors
+// name the file, never its content.
+func (s *APIKeyFileSource) read() (string, fileStamp, error) {
+	st, err := statStamp(s.path)
+	if err != nil {
+		return "", fileStamp{}, fmt.Errorf("iam: API key file: %w", err)
+	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return "", fileStamp{}, fmt.Errorf("iam: API key file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxAPIKeyFile+1))
+	if err != nil {
+		return "", fileStamp{}, fmt.Errorf("iam: API key file %s: %w", s.path, err)
+	}
+	if len(b) > maxAPIKeyFile {
+		return "", fileStamp{}, fmt.Errorf("iam: API key file %s is larger than %d bytes", s.path, maxAPIKeyFile)
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fileStamp{}, fmt.Errorf("iam: API key file %s is empty", s.path)
+	}
+	return key, st, nil
+}
+
+// Token reads the key and exchanges it.
+func (s *APIKeyFileSource) Token(ctx context.Context) (Token, error) {
+	key, st, err := s.read()
+	if err != nil {
+		return Token{}, err
+	}
+	resp, err := s.exchanger.ExchangeAPIKey(ctx, key)
+	if err != nil {
+		return Token{}, err
+	}
+	s.mu.Lock()
+	s.stamp, s.sum = st, sha256.Sum256([]byte(key))
+	s.mu.Unlock()
+	return resp.Token(), nil
+}
+
+// CredentialsChanged reports whether the file now holds another key than
+// the one last exchanged (or last reported). It costs a stat; the file is read only when the
+// stat shows a new version (a republish that writes the same key changes
+// nothing). A missing or unreadable file is not a change: the cached token
+// stays in use until it expires, and the exchange then reports the file.
+func (s *APIKeyFileSource) CredentialsChanged() bool {
+	st, err := statStamp(s.path)
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	same := st == s.stamp || s.stamp == (fileStamp{})
+	s.mu.Unlock()
+	if same {
+		return false
+	}
+	key, st, err := s.read()
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256([]byte(key))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := sum != s.sum
+	// Each new version is reported once: if the new key cannot be
+	// exchanged, callers get that error, not a cache emptied again and
+	// again.
+	s.stamp, s.sum = st, sum
+	return changed
+}
+
+// LogValues describes the source for structured logs.
+func (s *APIKeyFileSource) LogValues() []any { return []any{"grant", "apikey", "keyFile", s.path} }
+
+// fileStamp identifies one version of a file: an atomic replacement changes
+// the inode, an in-place rewrite the modification time or the size.
+type fileStamp struct {
+	dev, ino uint64
+	mtime    time.Time
+	size     int64
+}
+
+func statStamp(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	st := fileStamp{mtime: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.dev, st.ino = uint64(sys.Dev), sys.Ino
+	}
+	return st, nil
 }

@@ -255,12 +255,13 @@ func (m *Mounter) serverExited(target string, s *server) {
 
 // markDead records that rec's server is gone, logs it and counts it.
 func (m *Mounter) markDead(rec *Record, reason, msg string) {
+	// Counted first: whoever sees the record sees the count too.
+	m.metrics.deaths.WithLabelValues(reason).Inc()
 	now := time.Now().UTC()
 	rec.Died, rec.Reason, rec.Message = &now, reason, msg
 	if err := writeRecord(m.volumeDir(rec.Spec.Target), rec); err != nil {
 		klog.ErrorS(err, "Recording a dead server", "target", rec.Spec.Target)
 	}
-	m.metrics.deaths.WithLabelValues(reason).Inc()
 	klog.ErrorS(nil, "A cosmount server died; its volume stays unusable (ENOTCONN) until the pod is deleted and the volume unpublished",
 		"volumeID", rec.Spec.VolumeID, "target", rec.Spec.Target, "pid", rec.PID, "reason", reason, "message", msg)
 }
@@ -392,7 +393,8 @@ func (m *Mounter) start(ctx context.Context, spec *volume.Spec, creds volume.Cre
 	}
 	sock := filepath.Join(dir, controlFile)
 	args := spec.Args(credFile, m.opts.NodeOptions,
-		"--control-socket", sock, "--volume-id", spec.VolumeID, "--start-timeout", m.opts.MountTimeout.String())
+		"--control-socket", sock, "--volume-id", spec.VolumeID, "--start-timeout", m.opts.MountTimeout.String(),
+		"--upload-journal", filepath.Join(dir, journalFile))
 	cmd := exec.Command(m.opts.Binary, args...)
 	cmd.Env = append(append([]string{}, m.opts.Env...), "COSMOUNT_READY_FD=3")
 	limit := m.opts.ServerMemoryLimit

@@ -96,7 +96,7 @@ func stateDir(t *testing.T) string {
 func newTestMounter(t *testing.T, state string, tweak ...func(*Options)) *Mounter {
 	t.Helper()
 	logs := &syncBuffer{}
-	opts := Options{StateDir: state, Binary: fakeBinary, MountTimeout: 30 * time.Second, StopTimeout: 20 * time.Second, ProbeTimeout: 2 * time.Second, Log: logs}
+	opts := Options{StateDir: state, Binary: fakeBinary, MountTimeout: 30 * time.Second, StopTimeout: 20 * time.Second, ProbeTimeout: 10 * time.Second, Log: logs}
 	for _, f := range tweak {
 		f(&opts)
 	}

@@ -18,6 +18,9 @@ import (
 const (
 	recordFile  = "volume.json"
 	controlFile = "control.sock"
+	// journalFile lists the multipart uploads the server started and has
+	// not finished (cosmount mount --upload-journal).
+	journalFile = "uploads.journal"
 	// maxSocketPath is the longest path a unix socket can be bound to
 	// (sun_path is 108 bytes including the terminating NUL).
 	maxSocketPath = 107

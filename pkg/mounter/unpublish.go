@@ -61,6 +61,7 @@ func (m *Mounter) Unpublish(ctx context.Context, req *mounterapi.UnpublishReques
 	if err := m.unmountTarget(target); err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
+	m.abortLeftUploads(ctx, rec, dir)
 	if err := removeCgroup(rec.Cgroup); err != nil {
 		klog.ErrorS(err, "Removing the server's memory cgroup", "target", target)
 	}
@@ -117,6 +118,34 @@ func (m *Mounter) stopServer(ctx context.Context, rec *Record) error {
 		return nil
 	}
 	return status.Errorf(codes.Unavailable, "volume %s at %s: the server (pid %d) is still stopping after %s; the unpublish will be retried", id, target, rec.PID, m.opts.StopTimeout)
+}
+
+// abortUploadsTimeout bounds the clean-up of a dead server's uploads.
+const abortUploadsTimeout = 2 * time.Minute
+
+// abortLeftUploads aborts the multipart uploads a server that ended without
+// finishing them (killed, OOM, crashed) left in its journal, so that their
+// parts do not stay in the bucket, billed, forever. A server that stopped
+// cleanly finished or aborted its own, and its journal is empty. This is
+// best effort: a failure is logged (the uploads stay until the bucket's
+// abort-incomplete-uploads rule, which buckets the driver creates carry).
+func (m *Mounter) abortLeftUploads(ctx context.Context, rec *Record, dir string) {
+	journal := filepath.Join(dir, journalFile)
+	if fi, err := os.Stat(journal); err != nil || fi.Size() == 0 {
+		return
+	}
+	credFile := filepath.Join(dir, volume.CredentialFileName(rec.Spec.Auth))
+	ctx, cancel := context.WithTimeout(ctx, abortUploadsTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, m.opts.Binary, rec.Spec.AbortUploadsArgs(credFile, journal)...)
+	cmd.Env = m.opts.Env
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		klog.ErrorS(err, "Aborting the multipart uploads a dead server left", "volumeID", rec.Spec.VolumeID, "target", rec.Spec.Target, "output", strings.TrimSpace(string(out)))
+		return
+	}
+	klog.InfoS("Aborted the multipart uploads the server left unfinished", "volumeID", rec.Spec.VolumeID, "target", rec.Spec.Target, "output", strings.TrimSpace(string(out)))
 }
 
 // removeTarget removes kubelet's target directory once nothing is mounted on it.

@@ -113,7 +113,7 @@ func TestVolumeGatherer(t *testing.T) {
 	}
 	h := func(target string) string { return TargetHash(target) }
 
-	g := NewVolumeGatherer(func() ([]Record, error) { return recs, nil }, 500*time.Millisecond)
+	g := NewVolumeGatherer(func() ([]Record, error) { return recs, nil }, 3*time.Second)
 	// Behind prometheus.Gatherers, as the driver serves it, so that the
 	// registry's consistency checks (duplicates, label order) apply too.
 	own := prometheus.NewRegistry()

@@ -29,7 +29,7 @@ var commandFlags = []string{
 	"trusted-profile-id", "trusted-profile-name", "trusted-profile-crn",
 	"cr-token-file", "api-key-file", "hmac-credentials-file",
 	"foreground", "debug", "log-file", "v", "vmodule",
-	"start-timeout", "metrics-address", "control-socket", "volume-id",
+	"start-timeout", "metrics-address", "control-socket", "volume-id", "upload-journal",
 }
 
 // ignoredMountOptions are generic mount(8) options that mean nothing to a

@@ -54,6 +54,11 @@ type Options struct {
 	// TempDir holds the temporary files of random writes and read-modify-write
 	// ("" means os.TempDir()).
 	TempDir string
+	// TempLimit caps the bytes of all temporary files of the mount; a write
+	// past it fails with ENOSPC, so one volume cannot fill the node's disk.
+	// 0 means no cap of the volume's own: under a mounter the node's
+	// maximum applies (see Spec.Args), standalone there is none.
+	TempLimit int64
 }
 
 // DefaultOptions returns the defaults: uid/gid 0, 0644/0755, 5 s TTLs, 8 MiB
@@ -147,6 +152,9 @@ func (o Options) Validate() error {
 	}
 	if o.ReadaheadMax < 0 {
 		bad("readahead_max", "%d is negative", o.ReadaheadMax)
+	}
+	if o.TempLimit < 0 {
+		bad("temp_limit", "%d is negative", o.TempLimit)
 	}
 	return errors.Join(errs...)
 }
@@ -293,6 +301,11 @@ var optionTable = []option{
 		get: func(o, d *Options) (string, bool) {
 			return FormatSize(o.ReadaheadMax), o.ReadaheadMax != d.ReadaheadMax
 		}},
+	// A volume may lower its temporary space; the node's maximum (the
+	// mounter's --temp-limit) caps it, see Spec.Args.
+	{name: "temp_limit", scope: ScopeVolume,
+		set: func(o *Options, v string) error { return parseSizeInto(v, &o.TempLimit) },
+		get: func(o, d *Options) (string, bool) { return FormatSize(o.TempLimit), o.TempLimit != d.TempLimit }},
 	{name: "temp_dir", scope: ScopeNode,
 		set: func(o *Options, v string) error {
 			if !strings.HasPrefix(v, "/") {

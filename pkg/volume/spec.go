@@ -232,12 +232,39 @@ func (s *Spec) Source() string {
 // Args builds the server's command line: `cosmount mount` with flags, then
 // nodeFlags (flags about the node's resources that the mounter adds, such
 // as the control socket), the -o list (the volume's options plus
-// nodeOptions, which may carry node-scope options such as temp_dir),
+// nodeOptions, which may carry node-scope options such as temp_dir, and
+// whose TempLimit is the node's maximum of a volume's temp_limit: a volume
+// may ask for less, never for more or for none),
 // the source and the target. credFile is the path of the credential file;
 // secrets themselves never appear in argv, which every user of the node can
 // read through /proc.
 func (s *Spec) Args(credFile string, nodeOptions Options, nodeFlags ...string) []string {
-	args := []string{"mount", "--foreground", "--endpoint", s.Endpoint}
+	args := append([]string{"mount", "--foreground"}, s.accessFlags(credFile)...)
+	args = append(args, nodeFlags...)
+	opts := s.Options
+	opts.TempDir = nodeOptions.TempDir
+	// The node's maximum of temporary space; a volume may only lower it.
+	if max := nodeOptions.TempLimit; max > 0 && (opts.TempLimit == 0 || opts.TempLimit > max) {
+		opts.TempLimit = max
+	}
+	if enc := opts.Encode(); enc != "" {
+		args = append(args, "-o", enc)
+	}
+	return append(args, s.Source(), s.Target)
+}
+
+// AbortUploadsArgs builds the command line of `cosmount abort-uploads`,
+// which aborts the multipart uploads a server that ended without finishing
+// them left listed in its journal.
+func (s *Spec) AbortUploadsArgs(credFile, journal string) []string {
+	args := append([]string{"abort-uploads"}, s.accessFlags(credFile)...)
+	return append(args, "--upload-journal", journal, s.Source())
+}
+
+// accessFlags are the flags that say where the bucket is and how to
+// authenticate, shared by every subcommand that talks to COS.
+func (s *Spec) accessFlags(credFile string) []string {
+	args := []string{"--endpoint", s.Endpoint}
 	if s.Region != "" {
 		args = append(args, "--region", s.Region)
 	}
@@ -260,11 +287,5 @@ func (s *Spec) Args(credFile string, nodeOptions Options, nodeFlags ...string) [
 	case AuthHMAC:
 		args = append(args, "--hmac-credentials-file", credFile)
 	}
-	args = append(args, nodeFlags...)
-	opts := s.Options
-	opts.TempDir = nodeOptions.TempDir
-	if enc := opts.Encode(); enc != "" {
-		args = append(args, "-o", enc)
-	}
-	return append(args, s.Source(), s.Target)
+	return args
 }

@@ -180,3 +180,28 @@ func FuzzSpecJSON(f *testing.F) {
 		}
 	})
 }
+
+// A volume may lower its temporary space, never raise it past the node's
+// maximum or leave it unbounded.
+func TestSpecArgsTempLimit(t *testing.T) {
+	node := Options{TempLimit: 1 * GiB}
+	for _, tc := range []struct {
+		volume int64
+		want   string
+	}{
+		{0, "temp_limit=1GiB"},
+		{256 * MiB, "temp_limit=256MiB"},
+		{4 * GiB, "temp_limit=1GiB"},
+	} {
+		s := testSpec()
+		s.Options.TempLimit = tc.volume
+		args := strings.Join(s.Args("/state/x/token", node), " ")
+		if !strings.Contains(args, tc.want) {
+			t.Errorf("volume temp_limit %d under a node maximum of 1GiB: args %q lack %s", tc.volume, args, tc.want)
+		}
+	}
+	o := DefaultOptions()
+	if err := o.Apply("temp_limit=64MiB", ScopeVolume); err != nil || o.TempLimit != 64*MiB {
+		t.Errorf("temp_limit as a volume option: %v, %d", err, o.TempLimit)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -149,6 +150,12 @@ func (m *Manifests) Adapt(ep Endpoints) error {
 			if err := m.adaptPod(&o.Spec.Template.Spec, host, port, ep); err != nil {
 				return err
 			}
+		case *storagev1.CSIDriver:
+			// What an admin sets with inlineVolumes.enabled=true: the inline
+			// scenarios need it (TestInlineVolumesDisabled takes it away).
+			if !slices.Contains(o.Spec.VolumeLifecycleModes, storagev1.VolumeLifecycleEphemeral) {
+				o.Spec.VolumeLifecycleModes = append(o.Spec.VolumeLifecycleModes, storagev1.VolumeLifecycleEphemeral)
+			}
 		case *storagev1.StorageClass:
 			for k := range o.Parameters {
 				switch k {
@@ -170,6 +177,8 @@ func (m *Manifests) Adapt(ep Endpoints) error {
 		"pods: hostNetwork (no CNI on this machine, the node stays NotReady), imagePullPolicy Never (images imported, no registry)",
 		"pods: KUBERNETES_SERVICE_HOST/PORT = "+host+":"+port+" (no kube-proxy: the kubernetes Service IP routes nowhere)",
 		"--metrics-address and --mounter-metrics-address :PORT -> 127.0.0.1:PORT and --iam-endpoint -> the emulator",
+		"--cos-endpoint and --allowed-cos-endpoints -> the emulator, --allow-insecure-http=true (the emulator is plain http on loopback)",
+		"inline volumes on (inlineVolumes.enabled=true: --inline-volumes=true and the CSIDriver's Ephemeral mode)",
 		"container ports (health 9808/9809, metrics 9810/9811/9812) -> free ports, with their --http-endpoint/--metrics-address flags (host network: one port space for all pods)",
 		"the mounter's state and socket hostPaths (/run/cosmount/...) -> below "+ep.StateDir,
 		"sidecar images are local builds: csi-provisioner v6.4.0 under the manifest's image name; node-driver-registrar and livenessprobe are the suite's stand-in (test/cluster/tools/sidecars)",
@@ -225,6 +234,15 @@ func (m *Manifests) adaptPod(spec *corev1.PodSpec, host, port string, ep Endpoin
 				switch {
 				case strings.HasPrefix(a, "--iam-endpoint="):
 					c.Args[j] = "--iam-endpoint=" + ep.IAM
+					// The emulator is plain http: allowed explicitly, as the
+					// chart's endpoints.allowInsecureHTTP does.
+					c.Args = append(c.Args, "--allow-insecure-http=true")
+				case strings.HasPrefix(a, "--cos-endpoint="):
+					c.Args[j] = "--cos-endpoint=" + ep.COS
+				case strings.HasPrefix(a, "--allowed-cos-endpoints="):
+					c.Args[j] = "--allowed-cos-endpoints=" + ep.COS
+				case a == "--inline-volumes=false":
+					c.Args[j] = "--inline-volumes=true"
 				case strings.HasPrefix(a, "--metrics-address=:"):
 					c.Args[j] = "--metrics-address=127.0.0.1:" + strings.TrimPrefix(a, "--metrics-address=:")
 				case strings.HasPrefix(a, "--mounter-metrics-address=:"):

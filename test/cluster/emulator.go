@@ -38,13 +38,36 @@ const (
 	IntruderSA = "intruder"
 	// WriterProfileID is the profile static and inline volumes name;
 	// VolumesProfileName the one the StorageClasses name.
-	WriterProfileID     = "Profile-e2e-writer"
-	VolumesProfileID    = "Profile-e2e-volumes"
-	ProvisionerProfile  = "Profile-e2e-provisioner"
-	VolumesProfileName  = "cosmount-volumes"
+	WriterProfileID    = "Profile-e2e-writer"
+	VolumesProfileID   = "Profile-e2e-volumes"
+	ProvisionerProfile = "Profile-e2e-provisioner"
+	// The chart's StorageClasses name cosmount-${pod.namespace}.
+	VolumesProfileName  = "cosmount-" + WorkloadNS
 	ProvisionerProfName = "cosmount-provisioner"
 	observerKeyID       = "e2e-observer"
+
+	// Two tenants sharing the prefix class's bucket: each namespace's
+	// profile (cosmount-<namespace>, trusted by every service account of
+	// the namespace) may use only its own volumes' prefix.
+	TenantA, TenantB = "tenant-a", "tenant-b"
+	TenantSA         = "app"
 )
+
+// TenantProfileID is the ID of namespace ns's profile.
+func TenantProfileID(ns string) string { return "Profile-e2e-" + ns }
+
+// tenantProfile is cosmount-<ns>: trusted by a claim rule on the token's
+// namespace, Writer on the shared bucket with IBM's fine-grained
+// conditions limiting it to volumes/<ns>/ (the prefix class's layout).
+func tenantProfile(ns string) config.Profile {
+	own := "volumes/" + ns + "/*"
+	return config.Profile{ID: TenantProfileID(ns), Name: "cosmount-" + ns,
+		Rules: []config.Rule{{Name: ns, Conditions: []config.Condition{
+			{Claim: "namespace", Operator: "EQUALS", Value: ns}}}},
+		Policies: []config.Policy{{Role: config.RoleWriter, Bucket: SharedBucket, Rule: &config.AccessRule{
+			Path: own, Prefix: own, Delimiters: []string{"/", ""}, BucketActions: true}}},
+	}
+}
 
 func randomHex(n int) (string, error) {
 	b := make([]byte, n)
@@ -96,6 +119,8 @@ func (c *Cluster) StartEmulator(ctx context.Context, binary, controllerSA string
 				Policies: []config.Policy{{Role: config.RoleWriter}}},
 			{ID: ProvisionerProfile, Name: ProvisionerProfName, Links: link("kube-system", controllerSA),
 				Policies: []config.Policy{{Role: config.RoleManager}}},
+			tenantProfile(TenantA),
+			tenantProfile(TenantB),
 		},
 	}
 	b, err := yaml.Marshal(cfg)

@@ -207,7 +207,8 @@ func TestDynamicProvisioning(t *testing.T) {
 	}
 }
 
-// Scenario 3: an inline ephemeral volume.
+// Scenario 3: an inline ephemeral volume. Its author names the bucket,
+// prefix and profile; the endpoints are the admin's (--cos-endpoint).
 func TestInlineEphemeralVolume(t *testing.T) {
 	since, err := env.emu.AuditLen(testContext(t))
 	if err != nil {
@@ -218,7 +219,6 @@ func TestInlineEphemeralVolume(t *testing.T) {
 		VolumeAttributes: map[string]string{
 			"bucketName":       StaticBucket,
 			"prefix":           "inline",
-			"cosEndpoint":      env.emu.COS,
 			"trustedProfileID": WriterProfileID,
 		},
 	}}}
@@ -234,7 +234,6 @@ func TestUntrustedServiceAccountIsRefused(t *testing.T) {
 		Driver: DriverName,
 		VolumeAttributes: map[string]string{
 			"bucketName":       StaticBucket,
-			"cosEndpoint":      env.emu.COS,
 			"trustedProfileID": WriterProfileID,
 		},
 	}}}

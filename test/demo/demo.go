@@ -271,7 +271,9 @@ func (d *demo) mintWriterToken(ctx context.Context) error {
 func (d *demo) publish(ctx context.Context) error {
 	sock := filepath.Join(d.work, "csi.sock")
 	args := []string{"--endpoint", "unix://" + sock, "--mode", "node", "--node-id", nodeID,
-		"--iam-endpoint", d.iamURL, "--mounter-endpoint", "unix://" + d.mounterSock(), "--v", "2"}
+		"--iam-endpoint", d.iamURL, "--mounter-endpoint", "unix://" + d.mounterSock(), "--v", "2",
+		// The emulator speaks plain http on loopback; a cluster allows only https.
+		"--allow-insecure-http", "--allowed-cos-endpoints", d.cosURL}
 	p, err := startProc("cosmount-csi", filepath.Join(d.work, "cosmount-csi.log"), d.binary("cosmount-csi"), args...)
 	if err != nil {
 		return err

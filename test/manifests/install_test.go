@@ -61,7 +61,7 @@ func TestInstallFailsEarlyNamingTheValue(t *testing.T) {
 		"static and inline volumes only": {"storageClasses": map[string]any{"enabled": false}},
 		"prefix class only, API key": {
 			"controller":     map[string]any{"apiKeySecret": map[string]any{"name": "cos-key"}},
-			"storageClasses": map[string]any{"bucketClasses": []any{}, "prefix": map[string]any{"bucketName": "shared"}, "volumeProfile": map[string]any{"id": "Profile-1"}},
+			"storageClasses": map[string]any{"bucketClasses": []any{}, "prefix": map[string]any{"bucketName": "shared"}, "volumeProfile": map[string]any{"id": "Profile-1", "name": ""}},
 		},
 	} {
 		files, err := render.Chart(chart, values)
@@ -246,8 +246,16 @@ func TestServiceMonitor(t *testing.T) {
 	if n := len(objectsOf[*monitoringv1.ServiceMonitor](renderObjects(t, nil))); n != 0 {
 		t.Fatalf("%d ServiceMonitors by default", n)
 	}
-	objs := renderObjects(t, map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{
-		"enabled": true, "labels": map[string]any{"release": "kube-prometheus-stack"}}}})
+	monitor := map[string]any{"serviceMonitor": map[string]any{
+		"enabled": true, "labels": map[string]any{"release": "kube-prometheus-stack"}}}
+	// The mounter's metrics name volumes; they stay on its pod's loopback,
+	// out of the ServiceMonitor, until mounterMetrics.exposed.
+	for _, svc := range objectsOf[*corev1.Service](renderObjects(t, map[string]any{"metrics": monitor})) {
+		if svc.Name == "cosmount-mounter-metrics" {
+			t.Errorf("%s rendered without mounterMetrics.exposed", svc.Name)
+		}
+	}
+	objs := renderObjects(t, map[string]any{"metrics": monitor, "mounterMetrics": map[string]any{"exposed": true}})
 	sm := named[*monitoringv1.ServiceMonitor](t, objs, "cosmount")
 	if sm.Labels["release"] != "kube-prometheus-stack" || len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "metrics" {
 		t.Errorf("ServiceMonitor %+v", sm)

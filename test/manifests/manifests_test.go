@@ -196,7 +196,8 @@ func TestCSIDriver(t *testing.T) {
 	if s.FSGroupPolicy == nil || *s.FSGroupPolicy != storagev1.FileFSGroupPolicy {
 		t.Errorf("fsGroupPolicy = %v, want File", s.FSGroupPolicy)
 	}
-	if want := []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent, storagev1.VolumeLifecycleEphemeral}; !slices.Equal(s.VolumeLifecycleModes, want) {
+	// Inline volumes are the admin's choice, off by default (inlineVolumes.enabled).
+	if want := []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent}; !slices.Equal(s.VolumeLifecycleModes, want) {
 		t.Errorf("volumeLifecycleModes = %v, want %v", s.VolumeLifecycleModes, want)
 	}
 	if len(s.TokenRequests) != 1 || s.TokenRequests[0].Audience != "iam" ||
@@ -228,6 +229,10 @@ func TestNodeDaemonSet(t *testing.T) {
 	for _, want := range []string{
 		"--mode=node", "--endpoint=unix:///csi/csi.sock", "--node-id=$(NODE_NAME)", "--mounter-endpoint=unix:///run/cosmount/mounter/mounter.sock",
 		"--iam-endpoint=https://iam.cloud.ibm.com", "--token-audience=iam", "--metrics-address=:9810",
+		"--cos-endpoint=https://s3.us-south.cloud-object-storage.appdomain.cloud",
+		"--allowed-iam-endpoints=iam.cloud.ibm.com,private.iam.cloud.ibm.com,private.*.iam.cloud.ibm.com",
+		"--allowed-cos-endpoints=s3.*.cloud-object-storage.appdomain.cloud,s3.private.*.cloud-object-storage.appdomain.cloud,s3.direct.*.cloud-object-storage.appdomain.cloud",
+		"--inline-volumes=false",
 	} {
 		if !slices.Contains(plugin.Args, want) {
 			t.Errorf("node plugin args %v lack %s", plugin.Args, want)
@@ -321,11 +326,21 @@ func TestMounterDaemonSet(t *testing.T) {
 	})
 	for _, want := range []string{
 		"--mode=mounter", "--mounter-endpoint=unix:///run/cosmount/mounter/mounter.sock", "--state-dir=/run/cosmount/volumes",
-		"--cosmount-binary=/usr/local/bin/cosmount", "--server-memory-limit=512Mi", "--mounter-metrics-address=:9812", "--shutdown-grace=50s",
+		"--cosmount-binary=/usr/local/bin/cosmount", "--server-memory-limit=512Mi", "--shutdown-grace=50s",
+		// Per-volume series name volumes: unreachable from pods unless mounterMetrics.exposed.
+		"--mounter-metrics-address=127.0.0.1:9812",
+		// Temporary files in the pod's own emptyDir, capped per volume.
+		"--temp-dir=/var/lib/cosmount/tmp", "--temp-limit=1Gi",
 	} {
 		if !slices.Contains(m.Args, want) {
 			t.Errorf("mounter args %v lack %s", m.Args, want)
 		}
+	}
+	if tmp := volume(t, spec, "temp"); tmp.EmptyDir == nil {
+		t.Errorf("temp volume %+v is not an emptyDir", tmp)
+	}
+	if len(m.Ports) != 0 {
+		t.Errorf("mounter ports %v: its metrics listen on loopback by default", m.Ports)
 	}
 	if m.LivenessProbe != nil {
 		t.Error("a liveness probe on the mounter would end every mount of its node when it fails")
@@ -345,6 +360,7 @@ func TestControllerDeployment(t *testing.T) {
 	for _, want := range []string{
 		"--mode=controller", "--endpoint=unix:///csi/csi.sock",
 		"--controller-token-file=/var/run/secrets/tokens/iam-token", "--controller-trusted-profile=cosmount-provisioner",
+		"--allowed-cos-endpoints=s3.*.cloud-object-storage.appdomain.cloud,s3.private.*.cloud-object-storage.appdomain.cloud,s3.direct.*.cloud-object-storage.appdomain.cloud",
 	} {
 		if !slices.Contains(plugin.Args, want) {
 			t.Errorf("controller args %v lack %s", plugin.Args, want)

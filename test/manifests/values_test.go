@@ -37,6 +37,44 @@ func TestChartValues(t *testing.T) {
 			}
 		},
 	}, {
+		name: "inline volumes, plain http and exposed mounter metrics",
+		values: map[string]any{
+			"inlineVolumes":  map[string]any{"enabled": true, "allowedAttributes": []any{"bucketName", "trustedProfileName"}},
+			"endpoints":      map[string]any{"allowInsecureHTTP": true, "cosDefault": ""},
+			"mounterMetrics": map[string]any{"exposed": true},
+			"mounter":        map[string]any{"tempDir": "/scratch"},
+		},
+		check: func(t *testing.T, objs []object) {
+			modes := named[*storagev1.CSIDriver](t, objs, "cosmount.csi.io").Spec.VolumeLifecycleModes
+			if !slices.Contains(modes, storagev1.VolumeLifecycleEphemeral) {
+				t.Errorf("volumeLifecycleModes %v lack Ephemeral", modes)
+			}
+			args := container(t, named[*appsv1.DaemonSet](t, objs, "cosmount-node").Spec.Template.Spec, "cosmount-csi").Args
+			for _, want := range []string{"--inline-volumes=true", "--inline-volume-attributes=bucketName,trustedProfileName", "--allow-insecure-http=true"} {
+				if !slices.Contains(args, want) {
+					t.Errorf("node args %v lack %s", args, want)
+				}
+			}
+			for _, a := range args {
+				if strings.HasPrefix(a, "--cos-endpoint") {
+					t.Errorf("an empty endpoints.cosDefault still passes %s", a)
+				}
+			}
+			spec := named[*appsv1.DaemonSet](t, objs, "cosmount-mounter").Spec.Template.Spec
+			m := container(t, spec, "mounter")
+			if !slices.Contains(m.Args, "--mounter-metrics-address=:9812") || len(m.Ports) != 1 {
+				t.Errorf("exposed mounter metrics: args %v ports %v", m.Args, m.Ports)
+			}
+			if !slices.Contains(m.Args, "--temp-dir=/scratch") {
+				t.Errorf("mounter.tempDir is not passed: %v", m.Args)
+			}
+			for _, v := range spec.Volumes {
+				if v.Name == "temp" {
+					t.Error("mounter.tempDir is set, yet the chart adds its own temp volume")
+				}
+			}
+		},
+	}, {
 		name: "controller with an API key",
 		values: map[string]any{"controller": map[string]any{
 			"trustedProfile": "", "apiKeySecret": map[string]any{"name": "cos-key", "namespace": "secrets"},

@@ -53,6 +53,8 @@ func TestSanity(t *testing.T) {
 	opts.Endpoint = "unix://" + sock
 	opts.NodeID = "sanity-node"
 	opts.IAMEndpoint = env.IAMURL
+	opts.AllowInsecureHTTP = true // the emulator speaks plain http on loopback
+	opts.AllowedCOSEndpoints = []string{env.COSURL}
 	opts.MounterEndpoint = mountertest.Start(t, dir, binary).Endpoint
 	opts.ControllerProfile = emulatortest.WriterProfileID
 	opts.ControllerTokenFile = env.WritePodToken(t, dir, "default", "default", "controller", time.Hour)

@@ -99,11 +99,15 @@ type Condition struct {
 	Value    string `json:"value"`
 }
 
-// Policy grants a role on COS, to a whole service instance or to one bucket.
+// Policy grants a role on COS, to a whole service instance or to one bucket,
+// optionally limited by IBM's attribute-based conditions (Rule).
 type Policy struct {
 	Role            Role   `json:"role"`
 	ServiceInstance string `json:"serviceInstance,omitempty"` // empty: every instance
 	Bucket          string `json:"bucket,omitempty"`          // empty: every bucket of the instance
+	// Rule limits the policy to some objects of the bucket; nil grants the
+	// role on every object.
+	Rule *AccessRule `json:"rule,omitempty"`
 }
 
 // Role is an IBM COS service role.
@@ -205,20 +209,51 @@ var roleActions = map[Role][]Action{
 }
 
 // Allows reports whether the principal may do action on bucket (empty for
-// account-level actions) of the service instance instance (empty if unknown).
-func (p *Principal) Allows(action Action, instance, bucket string) bool {
+// account-level actions) of the service instance instance (empty if
+// unknown), for the resource attributes res (see Resource).
+func (p *Principal) Allows(action Action, instance, bucket string, res Resource) bool {
 	for _, pol := range p.Policies {
-		if pol.ServiceInstance != "" && instance != "" && pol.ServiceInstance != instance {
+		if !pol.grants(action, instance, bucket) {
 			continue
 		}
-		if pol.Bucket != "" && pol.Bucket != bucket {
-			continue
-		}
-		if slices.Contains(roleActions[pol.Role], action) {
+		if pol.Rule == nil || pol.Rule.matches(res) {
 			return true
 		}
 	}
 	return false
+}
+
+// AllowsSomeObjects reports whether a policy grants action on some objects
+// of bucket, whatever its rule: a multi-object delete passes on this, and
+// each of its keys is then checked with Allows.
+func (p *Principal) AllowsSomeObjects(action Action, instance, bucket string) bool {
+	for _, pol := range p.Policies {
+		if pol.grants(action, instance, bucket) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsEveryObject reports whether a policy without a rule grants action
+// on bucket.
+func (p *Principal) AllowsEveryObject(action Action, instance, bucket string) bool {
+	for _, pol := range p.Policies {
+		if pol.Rule == nil && pol.grants(action, instance, bucket) {
+			return true
+		}
+	}
+	return false
+}
+
+func (pol *Policy) grants(action Action, instance, bucket string) bool {
+	if pol.ServiceInstance != "" && instance != "" && pol.ServiceInstance != instance {
+		return false
+	}
+	if pol.Bucket != "" && pol.Bucket != bucket {
+		return false
+	}
+	return slices.Contains(roleActions[pol.Role], action)
 }
 
 // Load reads and validates a configuration file.
@@ -313,6 +348,17 @@ func validatePolicies(where string, ps []Policy) error {
 	for j, p := range ps {
 		if _, ok := roleActions[p.Role]; !ok {
 			return fmt.Errorf("%s.policies[%d]: unknown role %q (want Reader, ObjectReader, ObjectWriter, Writer or Manager)", where, j, p.Role)
+		}
+		if r := p.Rule; r != nil {
+			if p.Bucket == "" {
+				return fmt.Errorf("%s.policies[%d]: a rule needs a bucket (IBM allows conditions only on a bucket resource)", where, j)
+			}
+			if r.Path == "" && r.Prefix == "" && !r.BucketActions {
+				return fmt.Errorf("%s.policies[%d]: a rule needs a path, a prefix or bucketActions", where, j)
+			}
+			if len(r.Delimiters) > 0 && r.Prefix == "" {
+				return fmt.Errorf("%s.policies[%d]: delimiters only apply with a prefix", where, j)
+			}
 		}
 	}
 	return nil

@@ -34,7 +34,7 @@ func (s *Server) authorize(rq *request) *apiError {
 			return errInvalidArgument("Invalid or missing ibm-service-instance-id header")
 		}
 		rq.instance = inst
-		if !p.Allows(action, inst, rq.bucket) {
+		if !p.Allows(action, inst, rq.bucket, config.Resource{}) {
 			return errAccessDenied("")
 		}
 		return nil
@@ -43,7 +43,7 @@ func (s *Server) authorize(rq *request) *apiError {
 	if e != nil {
 		return e
 	}
-	if !p.Allows(action, bucketInstance(b), rq.bucket) {
+	if !s.allowsTarget(rq, action, bucketInstance(b)) {
 		return errAccessDenied("")
 	}
 	if s.storage != nil && b == nil {
@@ -62,13 +62,40 @@ func (s *Server) authorize(rq *request) *apiError {
 	if e != nil {
 		return e
 	}
-	if !p.Allows(config.ActionGetObject, bucketInstance(sb), src.bucket) {
+	if !p.Allows(config.ActionGetObject, bucketInstance(sb), src.bucket, config.ObjectResource(src.key)) {
 		return errAccessDenied("")
 	}
 	if s.storage != nil && sb == nil {
 		return errNoSuchBucket()
 	}
 	return nil
+}
+
+// allowsTarget applies the policy to the request's own target: the object
+// of an object operation, the prefix and delimiter of a listing, nothing
+// for bucket-level operations (IBM's condition attributes path, prefix and
+// delimiter). A multi-object delete passes if some objects may be deleted;
+// each key is checked when the request is served (deleteObjects), which a
+// front for a backend cannot do.
+func (s *Server) allowsTarget(rq *request, action config.Action, instance string) bool {
+	p := rq.principal
+	switch rq.op {
+	case opDeleteObjects:
+		if s.storage == nil {
+			return p.AllowsEveryObject(action, instance, rq.bucket)
+		}
+		return p.AllowsSomeObjects(action, instance, rq.bucket)
+	case opListObjects, opListObjectsV2, opListMultipartUploads:
+		var delim *string
+		if _, ok := rq.query["delimiter"]; ok {
+			d := rq.query.Get("delimiter")
+			delim = &d
+		}
+		return p.Allows(action, instance, rq.bucket, config.ListResource(rq.query.Get("prefix"), delim))
+	case opHeadBucket, opGetBucketLocation, opDeleteBucket, opCreateBucket, opListBuckets:
+		return p.Allows(action, instance, rq.bucket, config.Resource{})
+	}
+	return p.Allows(action, instance, rq.bucket, config.ObjectResource(rq.key))
 }
 
 // lookupBucket returns the bucket, nil if it does not exist or in backend mode.

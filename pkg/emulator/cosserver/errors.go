@@ -108,6 +108,8 @@ func storeError(err error) *apiError {
 		return &apiError{Status: http.StatusBadRequest, Code: "InvalidBucketName", Message: "The specified bucket is not valid."}
 	case errors.Is(err, store.ErrInvalidArgument):
 		return errInvalidArgument("Invalid Argument")
+	case errors.Is(err, store.ErrNoSuchLifecycleConfiguration):
+		return &apiError{Status: http.StatusNotFound, Code: "NoSuchLifecycleConfiguration", Message: "The lifecycle configuration does not exist."}
 	case errors.Is(err, store.ErrKeyTooLong):
 		return &apiError{Status: http.StatusBadRequest, Code: "KeyTooLongError", Message: "Your key is too long."}
 	}

@@ -41,6 +41,9 @@ const (
 	tokOther    = "tok-other-instance"
 	tokBucket   = "tok-bucket-only"
 	tokExpired  = "tok-expired"
+	// tokTeamA is a Writer on bkt limited to team-a's prefix, in the form
+	// IBM documents for fine-grained access.
+	tokTeamA = "tok-team-a"
 )
 
 type expiredErr struct{}
@@ -60,6 +63,8 @@ func (fakeVerifier) VerifyAccessToken(raw string) (*config.Principal, error) {
 		tokWriter:   {Role: config.RoleWriter},
 		tokOther:    {Role: config.RoleManager, ServiceInstance: otherInstance},
 		tokBucket:   {Role: config.RoleWriter, Bucket: "bkt"},
+		tokTeamA: {Role: config.RoleWriter, Bucket: "bkt", Rule: &config.AccessRule{
+			Path: "volumes/team-a/*", Prefix: "volumes/team-a/*", Delimiters: []string{"/", ""}, BucketActions: true}},
 	}
 	if raw == tokExpired {
 		return nil, expiredErr{}

@@ -22,6 +22,7 @@ type initiateResult struct {
 }
 
 func (s *Server) createMultipartUpload(rq *request) error {
+	s.applyLifecycle(rq.bucket)
 	u, err := s.storage.CreateMultipartUpload(rq.bucket, rq.key, requestMeta(rq.r.Header))
 	if err != nil {
 		return err
@@ -224,6 +225,7 @@ func (s *Server) listMultipartUploads(rq *request) error {
 		return e
 	}
 	prefix, keyMarker, idMarker := rq.query.Get("prefix"), rq.query.Get("key-marker"), rq.query.Get("upload-id-marker")
+	s.applyLifecycle(rq.bucket)
 	ups, err := s.storage.ListMultipartUploads(rq.bucket)
 	if err != nil {
 		return err

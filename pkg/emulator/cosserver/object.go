@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cosmount/cosmount/pkg/emulator/config"
 	"github.com/cosmount/cosmount/pkg/emulator/store"
 )
 
@@ -326,6 +327,11 @@ func (s *Server) deleteObjects(rq *request) error {
 	}
 	res := deleteResult{}
 	for _, o := range req.Objects {
+		if !rq.principal.Allows(config.ActionDeleteObject, bucketInstance(rq.bucketInfo), rq.bucket, config.ObjectResource(o.Key)) {
+			e := errAccessDenied("")
+			res.Errors = append(res.Errors, deleteErrorEntry{Key: o.Key, Code: e.Code, Message: e.Message})
+			continue
+		}
 		err := s.storage.DeleteObject(rq.bucket, o.Key, nil)
 		if err == nil {
 			if !req.Quiet {

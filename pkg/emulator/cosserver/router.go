@@ -30,6 +30,9 @@ const (
 	opCompleteMultipartUpload = "CompleteMultipartUpload"
 	opAbortMultipartUpload    = "AbortMultipartUpload"
 	opListParts               = "ListParts"
+	opPutBucketLifecycle      = "PutBucketLifecycleConfiguration"
+	opGetBucketLifecycle      = "GetBucketLifecycleConfiguration"
+	opDeleteBucketLifecycle   = "DeleteBucketLifecycle"
 
 	// opUnknownMethod marks a method S3 has no operation for.
 	opUnknownMethod = "UnknownMethod"
@@ -57,6 +60,9 @@ var opActions = map[string]config.Action{
 	opCompleteMultipartUpload: config.ActionPutObject,
 	opAbortMultipartUpload:    config.ActionPutObject,
 	opListParts:               config.ActionPutObject,
+	opPutBucketLifecycle:      config.ActionCreateBucket, // bucket configuration: Manager
+	opGetBucketLifecycle:      config.ActionHeadBucket,
+	opDeleteBucketLifecycle:   config.ActionCreateBucket,
 }
 
 var handlers = map[string]func(*Server, *request) error{
@@ -80,6 +86,9 @@ var handlers = map[string]func(*Server, *request) error{
 	opCompleteMultipartUpload: (*Server).completeMultipartUpload,
 	opAbortMultipartUpload:    (*Server).abortMultipartUpload,
 	opListParts:               (*Server).listParts,
+	opPutBucketLifecycle:      (*Server).putBucketLifecycle,
+	opGetBucketLifecycle:      (*Server).getBucketLifecycle,
+	opDeleteBucketLifecycle:   (*Server).deleteBucketLifecycle,
 }
 
 // subresources are query parameters that select a different S3 API than the
@@ -133,18 +142,26 @@ func operation(method, bucket, key string, q url.Values, h http.Header) string {
 				return opGetBucketLocation
 			case len(sub) == 1 && has("uploads"):
 				return opListMultipartUploads
+			case len(sub) == 1 && has("lifecycle"):
+				return opGetBucketLifecycle
 			}
 			return ""
 		case http.MethodHead:
 			return opHeadBucket
 		case http.MethodPut:
-			if len(sub) == 0 {
+			switch {
+			case len(sub) == 0:
 				return opCreateBucket
+			case len(sub) == 1 && has("lifecycle"):
+				return opPutBucketLifecycle
 			}
 			return ""
 		case http.MethodDelete:
-			if len(sub) == 0 {
+			switch {
+			case len(sub) == 0:
 				return opDeleteBucket
+			case len(sub) == 1 && has("lifecycle"):
+				return opDeleteBucketLifecycle
 			}
 			return ""
 		case http.MethodPost:

@@ -45,6 +45,8 @@ type Storage interface {
 	AbortMultipartUpload(bucket, key, uploadID string) error
 	ListParts(bucket, key, uploadID string) ([]store.Part, error)
 	ListMultipartUploads(bucket string) ([]store.Upload, error)
+	SetBucketLifecycle(bucket string, lc *store.Lifecycle) error
+	GetBucketLifecycle(bucket string) (store.Lifecycle, error)
 }
 
 // Verifier checks an IAM access token and names its principal;
@@ -81,6 +83,9 @@ type Options struct {
 	// Domain enables virtual-host style: Host "<bucket>.<Domain>" addresses
 	// bucket <bucket>. Path style always works.
 	Domain string
+	// LifecycleDay is the length of a "day" in lifecycle rules (default
+	// 24h); tests shorten it to see rules applied.
+	LifecycleDay time.Duration
 	// Backend, when set, makes the server a front for an external S3 server;
 	// Storage is then not used. The backend knows nothing of service
 	// instances, so policies scoped to an instance apply to every bucket
@@ -98,6 +103,8 @@ type Server struct {
 	domain   string
 	backend  *Backend
 	proxy    *httputil.ReverseProxy
+
+	lifecycleDay time.Duration
 }
 
 // New validates the options and returns a Server.
@@ -115,6 +122,11 @@ func New(opts Options) (*Server, error) {
 		clock:    opts.Clock,
 		domain:   strings.ToLower(strings.Trim(opts.Domain, ".")),
 		backend:  opts.Backend,
+
+		lifecycleDay: opts.LifecycleDay,
+	}
+	if s.lifecycleDay <= 0 {
+		s.lifecycleDay = 24 * time.Hour
 	}
 	if s.clock == nil {
 		s.clock = time.Now

@@ -68,6 +68,7 @@ type settings struct {
 	minPartSize int64
 	buckets     []emulator.BucketSpec
 	clock       func() time.Time
+	day         time.Duration
 }
 
 // Option changes how Start sets the emulator up.
@@ -95,6 +96,10 @@ func WithBuckets(names ...string) Option {
 // WithClock gives IAM and COS a time source (default time.Now), for tests of
 // token expiry. MintPodToken uses it too.
 func WithClock(now func() time.Time) Option { return func(s *settings) { s.clock = now } }
+
+// WithLifecycleDay sets the length of a day in bucket lifecycle rules, so a
+// test sees an AbortIncompleteMultipartUpload rule of one day applied after d.
+func WithLifecycleDay(d time.Duration) Option { return func(s *settings) { s.day = d } }
 
 // Start runs an emulator until the test ends.
 func Start(t testing.TB, opts ...Option) *Env {
@@ -143,6 +148,8 @@ func (e *Env) start(t testing.TB, iamAddr, cosAddr string) {
 		Clock:       e.opts.clock,
 		MinPartSize: e.opts.minPartSize,
 		NoSync:      true,
+
+		LifecycleDay: e.opts.day,
 	})
 	if err != nil {
 		t.Fatalf("emulatortest: %v", err)

@@ -48,15 +48,23 @@ func s3Operation(r *http.Request, bucket, key string) string {
 				return "GetBucketLocation"
 			case has("uploads"):
 				return "ListMultipartUploads"
+			case has("lifecycle"):
+				return "GetBucketLifecycleConfiguration"
 			case q.Get("list-type") == "2":
 				return "ListObjectsV2"
 			}
 			return "ListObjects"
 		case http.MethodPut:
+			if has("lifecycle") {
+				return "PutBucketLifecycleConfiguration"
+			}
 			return "CreateBucket"
 		case http.MethodHead:
 			return "HeadBucket"
 		case http.MethodDelete:
+			if has("lifecycle") {
+				return "DeleteBucketLifecycle"
+			}
 			return "DeleteBucket"
 		case http.MethodPost:
 			if has("delete") {

@@ -41,10 +41,10 @@ const (
 // ParseKind checks a kind name as used by the control API.
 func ParseKind(s string) (Kind, error) {
 	switch k := Kind(s); k {
-	case InternalError, SlowDown, ServiceUnavailable, Reset:
+	case InternalError, SlowDown, ServiceUnavailable, Reset, ResetMidBody, Slow:
 		return k, nil
 	}
-	return "", fmt.Errorf("unknown fault kind %q (want %s, %s, %s or %s)", s, InternalError, SlowDown, ServiceUnavailable, Reset)
+	return "", fmt.Errorf("unknown fault kind %q (want %s, %s, %s, %s, %s or %s)", s, InternalError, SlowDown, ServiceUnavailable, Reset, ResetMidBody, Slow)
 }
 
 // Style is the error body format of the wrapped service.
@@ -103,6 +103,8 @@ type Injector struct {
 	latency          time.Duration
 	unavailableUntil time.Time
 	unavailableKind  Kind
+	random           *randomState
+	injected         map[Kind]int64
 }
 
 // New returns an injector with no faults.
@@ -113,7 +115,7 @@ func New(opts Options) *Injector {
 	if opts.Classify == nil {
 		opts.Classify = func(*http.Request) string { return "" }
 	}
-	return &Injector{opts: opts}
+	return &Injector{opts: opts, injected: map[Kind]int64{}}
 }
 
 // FailNext queues a rule; rules are tried in the order they were added and a
@@ -155,7 +157,7 @@ func (i *Injector) Unavailable(d time.Duration, kind Kind) error {
 func (i *Injector) Clear() {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.rules, i.latency, i.unavailableUntil, i.unavailableKind = nil, 0, time.Time{}, ""
+	i.rules, i.latency, i.unavailableUntil, i.unavailableKind, i.random = nil, 0, time.Time{}, "", nil
 }
 
 // Status is a snapshot of the active faults.
@@ -164,6 +166,9 @@ type Status struct {
 	Latency          string    `json:"latency"`
 	UnavailableUntil time.Time `json:"unavailableUntil,omitzero"`
 	UnavailableKind  Kind      `json:"unavailableKind,omitempty"`
+	Random           *Random   `json:"random,omitempty"`
+	// Injected counts the faults answered so far, by kind.
+	Injected map[Kind]int64 `json:"injected,omitempty"`
 }
 
 // Status returns the faults still pending.
@@ -174,17 +179,34 @@ func (i *Injector) Status() Status {
 	if i.opts.Clock().Before(i.unavailableUntil) {
 		s.UnavailableUntil, s.UnavailableKind = i.unavailableUntil, i.unavailableKind
 	}
+	if i.random != nil {
+		r := i.random.Random
+		s.Random = &r
+	}
+	s.Injected = make(map[Kind]int64, len(i.injected))
+	for k, n := range i.injected {
+		s.Injected[k] = n
+	}
 	return s
 }
 
 // decide picks the fault for one request, consuming a rule's count, and
-// returns the latency to add.
+// returns the latency to add. An unavailability window wins over rules,
+// and rules win over random faults.
 func (i *Injector) decide(req *http.Request) (Kind, time.Duration) {
 	op := i.opts.Classify(req)
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	kind := i.pickLocked(req, op)
+	if kind != "" {
+		i.injected[kind]++
+	}
+	return kind, i.latency
+}
+
+func (i *Injector) pickLocked(req *http.Request, op string) Kind {
 	if i.opts.Clock().Before(i.unavailableUntil) {
-		return i.unavailableKind, i.latency
+		return i.unavailableKind
 	}
 	for n := range i.rules {
 		r := &i.rules[n]
@@ -196,9 +218,19 @@ func (i *Injector) decide(req *http.Request) (Kind, time.Duration) {
 		if r.Count == 0 {
 			i.rules = append(i.rules[:n], i.rules[n+1:]...)
 		}
-		return kind, i.latency
+		return kind
 	}
-	return "", i.latency
+	return i.drawLocked(op)
+}
+
+// params returns the ResetMidBody byte count and the Slow delay.
+func (i *Injector) params() (resetAfter int64, slow time.Duration) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if r := i.random; r != nil {
+		return r.ResetAfter, r.SlowDelay
+	}
+	return defaultResetAfter, defaultSlowDelay
 }
 
 // Middleware applies the injector's faults in front of next. Place it inside
@@ -215,11 +247,19 @@ func (i *Injector) Middleware(next http.Handler) http.Handler {
 		}
 		audit.From(req.Context()).SetFault(string(kind))
 		klog.V(2).InfoS("Injected fault", "service", i.opts.Name, "fault", kind, "method", req.Method, "path", req.URL.Path)
-		if kind == Reset {
+		resetAfter, slow := i.params()
+		switch kind {
+		case Reset:
 			resetConnection(w)
-			return
+		case ResetMidBody:
+			resetAfterBody(w, req, resetAfter, next)
+		case Slow:
+			if sleep(req.Context(), slow) {
+				next.ServeHTTP(w, req)
+			}
+		default:
+			i.writeError(w, req, kind)
 		}
-		i.writeError(w, req, kind)
 	})
 }
 

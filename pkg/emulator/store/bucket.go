@@ -12,9 +12,10 @@ import (
 
 // bucketRecord is the persisted form of a bucket.
 type bucketRecord struct {
-	LocationConstraint string    `json:"location,omitempty"`
-	ServiceInstance    string    `json:"instance,omitempty"`
-	Created            time.Time `json:"created"`
+	LocationConstraint string     `json:"location,omitempty"`
+	ServiceInstance    string     `json:"instance,omitempty"`
+	Created            time.Time  `json:"created"`
+	Lifecycle          *Lifecycle `json:"lifecycle,omitempty"`
 }
 
 // ValidBucketName reports whether name follows the DNS-compatible naming rules

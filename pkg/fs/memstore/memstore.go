@@ -31,6 +31,7 @@ const (
 	OpPut               Op = "Put"
 	OpCreateMultipart   Op = "CreateMultipart"
 	OpUploadPart        Op = "UploadPart"
+	OpUploadPartCopy    Op = "UploadPartCopy"
 	OpCompleteMultipart Op = "CompleteMultipart"
 	OpAbortMultipart    Op = "AbortMultipart"
 	OpList              Op = "List"
@@ -67,9 +68,12 @@ type upload struct {
 	parts       map[int32]part
 }
 
+// part is a list of immutable segments, like an object's body, so that a
+// copied part shares the source's memory.
 type part struct {
-	data []byte
-	etag string
+	segments [][]byte
+	size     int64
+	etag     string
 }
 
 // Store is the in-memory object store.
@@ -225,6 +229,26 @@ func (o *object) info(key string, withMeta bool) cos.ObjectInfo {
 }
 
 // reader returns the bytes [off, off+n) of the body without copying.
+// slice returns the segments holding n bytes from off, sharing memory.
+func (o *object) slice(off, n int64) [][]byte {
+	var out [][]byte
+	for _, seg := range o.segments {
+		l := int64(len(seg))
+		if off >= l {
+			off -= l
+			continue
+		}
+		take := min(l-off, n)
+		out = append(out, seg[off:off+take])
+		n -= take
+		off = 0
+		if n == 0 {
+			break
+		}
+	}
+	return out
+}
+
 func (o *object) reader(off, n int64) io.Reader {
 	var rs []io.Reader
 	for _, seg := range o.segments {
@@ -399,7 +423,39 @@ func (s *Store) UploadPart(ctx context.Context, key, uploadID string, num int32,
 	if !ok || u.key != key {
 		return cos.CompletedPart{}, opErr(OpUploadPart, key, cos.ErrNotFound, "NoSuchUpload")
 	}
-	p := part{data: data, etag: md5hex(data)}
+	p := part{segments: [][]byte{data}, size: int64(len(data)), etag: md5hex(data)}
+	u.parts[num] = p
+	return cos.CompletedPart{PartNumber: num, ETag: p.etag}, nil
+}
+
+// UploadPartCopy stores bytes first..last of srcKey as a part, if srcKey's
+// ETag is ifMatch (when set).
+func (s *Store) UploadPartCopy(ctx context.Context, key, uploadID string, num int32, srcKey string, first, last int64, ifMatch string) (cos.CompletedPart, error) {
+	if err := s.begin(ctx, OpUploadPartCopy, key); err != nil {
+		return cos.CompletedPart{}, err
+	}
+	if num < 1 || num > 10000 {
+		return cos.CompletedPart{}, opErr(OpUploadPartCopy, key, cos.ErrInvalidArgument, "InvalidArgument")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.uploads[uploadID]
+	if !ok || u.key != key {
+		return cos.CompletedPart{}, opErr(OpUploadPartCopy, key, cos.ErrNotFound, "NoSuchUpload")
+	}
+	src, ok := s.objects[srcKey]
+	if !ok {
+		return cos.CompletedPart{}, opErr(OpUploadPartCopy, srcKey, cos.ErrNotFound, "NoSuchKey")
+	}
+	if ifMatch != "" && strings.Trim(ifMatch, `"`) != src.etag {
+		return cos.CompletedPart{}, opErr(OpUploadPartCopy, srcKey, cos.ErrPreconditionFailed, "PreconditionFailed")
+	}
+	if first < 0 || last < first || last >= src.size {
+		return cos.CompletedPart{}, opErr(OpUploadPartCopy, srcKey, cos.ErrInvalidArgument, "InvalidArgument")
+	}
+	p := part{segments: src.slice(first, last-first+1), size: last - first + 1,
+		// Unique per source version and range, without hashing the bytes.
+		etag: md5hex([]byte(fmt.Sprintf("%s:%d-%d", src.etag, first, last)))}
 	u.parts[num] = p
 	return cos.CompletedPart{PartNumber: num, ETag: p.etag}, nil
 }
@@ -429,11 +485,11 @@ func (s *Store) CompleteMultipart(ctx context.Context, key, uploadID string, par
 		if !ok || p.etag != strings.Trim(cp.ETag, `"`) {
 			return cos.ObjectInfo{}, opErr(OpCompleteMultipart, key, cos.ErrInvalidArgument, "InvalidPart")
 		}
-		if i < len(parts)-1 && int64(len(p.data)) < s.minPartSize {
+		if i < len(parts)-1 && p.size < s.minPartSize {
 			return cos.ObjectInfo{}, opErr(OpCompleteMultipart, key, cos.ErrEntityTooSmall, "EntityTooSmall")
 		}
-		o.segments = append(o.segments, p.data)
-		o.size += int64(len(p.data))
+		o.segments = append(o.segments, p.segments...)
+		o.size += p.size
 		raw, _ := hex.DecodeString(p.etag)
 		sums = append(sums, raw...)
 	}

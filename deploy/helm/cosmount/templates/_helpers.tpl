@@ -36,7 +36,7 @@ app.kubernetes.io/part-of: cosmount
 {{- if $p.name }}{{ $n = add1 $n }}{{ end -}}
 {{- if $p.crn }}{{ $n = add1 $n }}{{ end -}}
 {{- if ne (int $n) 1 -}}
-{{- fail "storageClasses.volumeProfile: set exactly one of id, name and crn: the IAM trusted profile pods mount provisioned volumes through (deploy/examples/ibm-cloud-setup.md creates one named cosmount-volumes), or storageClasses.enabled=false for static and inline volumes only" -}}
+{{- fail "storageClasses.volumeProfile: set exactly one of id, name and crn: the IAM trusted profile pods mount provisioned volumes through (the default name cosmount-${pod.namespace} is one profile per namespace, which deploy/examples/ibm-cloud-setup.md creates), or storageClasses.enabled=false for static and inline volumes only" -}}
 {{- end -}}
 authType: trustedProfile
 {{- with $p.id }}
@@ -91,4 +91,17 @@ mountOptions:
 {{- define "cosmount.provisioning" -}}
 {{- $sc := .Values.storageClasses -}}
 {{- if and $sc.enabled (or (gt (len $sc.bucketClasses) 0) $sc.prefix.enabled) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The endpoint policy flags of the node plugin and the controller (values: iamEndpoint, endpoints). */}}
+{{- define "cosmount.endpointArgs" -}}
+{{- $ep := .Values.endpoints -}}
+{{- with $ep.cosDefault }}
+- --cos-endpoint={{ . }}
+{{- end }}
+- --allowed-iam-endpoints={{ join "," $ep.allowedIAM }}
+- --allowed-cos-endpoints={{ join "," $ep.allowedCOS }}
+{{- if $ep.allowInsecureHTTP }}
+- --allow-insecure-http=true
+{{- end }}
 {{- end -}}

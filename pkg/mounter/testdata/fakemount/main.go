@@ -64,6 +64,7 @@ func main() {
 	control := fl.String("control-socket", "", "")
 	fl.String("volume-id", "", "")
 	fl.Duration("start-timeout", 0, "")
+	fl.String("upload-journal", "", "")
 	fl.Parse(os.Args[2:])
 	ready := func(msg string) {
 		if os.Getenv("COSMOUNT_READY_FD") == "3" {
