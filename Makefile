@@ -10,7 +10,7 @@ CMDS      := cosmount cosmount-csi cosmount-emulator
 # emulator; on 2 cores it needs minutes, not seconds.
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test test-go test-deps lint fmt clean e2e-cluster
+.PHONY: all build test test-go test-deps lint fmt clean e2e-cluster dashboard-image
 
 all: build
 
@@ -93,3 +93,11 @@ demo: build
 # from deploy/kubernetes; see test/cluster/README.md. Needs root.
 e2e-cluster:
 	test/cluster/run.sh
+
+# docs/images/dashboard.png: the Grafana dashboard in deploy/grafana drawn with the data of a real run (two
+# volumes under the node's mounter against the emulator, about 5 minutes, queried with Prometheus' engine;
+# test/dashboard, its own module). Needs root, FUSE and Chromium (installed from Debian when missing).
+dashboard-image:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+	@mkdir -p docs/images
+	cd test/dashboard && $(GO) test -count=1 -timeout 20m -run TestRenderDashboard -v . -args -dashboard.out $(CURDIR)/docs/images/dashboard.png

@@ -142,7 +142,8 @@ func (e *e2e) startNS(name, logName string, args ...string) *testproc.Process {
 	e.t.Helper()
 	full := append([]string{"--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "unchanged", "--"}, args...)
 	cmd := exec.Command("unshare", full...)
-	cmd.Env = append(os.Environ(), "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=127.0.0.1,localhost")
+	// Proxy settings the servers must get, and an API key they must not.
+	cmd.Env = append(os.Environ(), "HTTPS_PROXY=http://127.0.0.1:9", "NO_PROXY=127.0.0.1,localhost", "IBMCLOUD_API_KEY=not-for-the-servers")
 	// Its own process group: a signal to the test's group (Ctrl-C) does not
 	// reach it; the cleanup kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -680,27 +681,7 @@ func childrenOf(pid int) []int {
 // below the mounter's unshare.
 func killServer(t *testing.T, unsharePID, nsPID int) {
 	t.Helper()
-	var walk func(pid int) int
-	walk = func(pid int) int {
-		for _, c := range childrenOf(pid) {
-			if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c)); err == nil {
-				for _, l := range strings.Split(string(status), "\n") {
-					if f := strings.Fields(l); len(f) >= 3 && f[0] == "NSpid:" && f[len(f)-1] == fmt.Sprint(nsPID) {
-						return c
-					}
-				}
-			}
-			if found := walk(c); found != 0 {
-				return found
-			}
-		}
-		return 0
-	}
-	pid := walk(unsharePID)
-	if pid == 0 {
-		t.Fatalf("no process with namespace PID %d below %d", nsPID, unsharePID)
-	}
-	syscall.Kill(pid, syscall.SIGKILL)
+	syscall.Kill(hostPIDOf(t, unsharePID, nsPID), syscall.SIGKILL)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

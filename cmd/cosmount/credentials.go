@@ -64,6 +64,13 @@ func resolveAuth(f *mountFlags) (*authConfig, error) {
 	if profiles > 1 {
 		return nil, errors.New("give only one of --trusted-profile-id, --trusted-profile-name and --trusted-profile-crn")
 	}
+	if profiles == 1 && f.crTokenFile == "" {
+		f.crTokenFile = defaultCRTokenFile(defaultCRTokenFiles)
+		a.crTokenFile = f.crTokenFile
+		if f.crTokenFile == "" {
+			return nil, fmt.Errorf("a trusted profile needs a compute-resource token: give --cr-token-file (none of IBM's default token files %s can be read)", strings.Join(defaultCRTokenFiles, ", "))
+		}
+	}
 	if (profiles == 1) != (f.crTokenFile != "") {
 		return nil, errors.New("a trusted profile needs both --trusted-profile-id/-name/-crn and --cr-token-file")
 	}
@@ -74,6 +81,7 @@ func resolveAuth(f *mountFlags) (*authConfig, error) {
 			return nil, fmt.Errorf("--cr-token-file: %w", err)
 		}
 	}
+	envKey, _ := apiKeyFromEnv()
 	switch {
 	case f.apiKeyFile != "":
 		// Checked now so that a wrong path fails the mount; the server
@@ -83,8 +91,8 @@ func resolveAuth(f *mountFlags) (*authConfig, error) {
 		}
 		a.apiKeyFile = f.apiKeyFile
 		methods++
-	case os.Getenv(envAPIKey) != "":
-		a.apiKey = strings.TrimSpace(os.Getenv(envAPIKey))
+	case envKey != "":
+		a.apiKey = envKey
 		methods++
 	}
 	switch {
@@ -103,7 +111,7 @@ func resolveAuth(f *mountFlags) (*authConfig, error) {
 	}
 	switch methods {
 	case 0:
-		return nil, fmt.Errorf("no credentials: use --trusted-profile-id/--trusted-profile-name with --cr-token-file, --api-key-file (or %s), or --hmac-credentials-file (or %s and %s)", envAPIKey, envHMACAccessKeyID, envHMACSecret)
+		return nil, fmt.Errorf("no credentials: use --trusted-profile-id/--trusted-profile-name with --cr-token-file, --api-key-file (or %s or %s), or --hmac-credentials-file (or %s and %s)", envIBMCloudAPIKey, envAPIKey, envHMACAccessKeyID, envHMACSecret)
 	case 1:
 		return a, nil
 	default:

@@ -18,10 +18,12 @@ import (
 // mountpoint can be used, like mount(8).
 const readyFDEnv = "COSMOUNT_READY_FD"
 
-// detach re-executes this program in the foreground in a new session and
-// waits until the child reports that the mount is live. argv holds no
-// secrets (they come from files or the environment), so it is safe to pass on.
-func detach(timeout time.Duration) error {
+// detach re-executes this program with args (`mount --foreground ...`) in a
+// new session and waits until the child reports that the mount is live.
+// argv holds no secrets (they come from files or the environment), so it is
+// safe to pass on. With a log file, the child's stderr goes there too (a
+// Go runtime crash writes to stderr), not to the terminal that started it.
+func detach(timeout time.Duration, args []string, logFile string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding own executable: %w", err)
@@ -31,15 +33,23 @@ func detach(timeout time.Duration) error {
 		return err
 	}
 	defer r.Close()
-	args := append([]string{os.Args[1], "--foreground"}, os.Args[2:]...)
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	// The child's own log goes to stderr of the command that started it
-	// until it is ready; after that the terminal may be gone, which only
-	// loses log lines, never data.
+	// Without a log file the child's own log goes to stderr of the command
+	// that started it; once that terminal is gone, log lines are lost, never
+	// data (the child ignores SIGPIPE).
 	cmd.Stdout, cmd.Stderr = nil, os.Stderr
+	if logFile != "" {
+		lf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			w.Close()
+			return fmt.Errorf("--log-file: %w", err)
+		}
+		defer lf.Close()
+		cmd.Stderr = lf
+	}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return fmt.Errorf("starting background process: %w", err)

@@ -3,13 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"strconv"
 	"sync"
 	"time"
-
-	"k8s.io/klog/v2"
-	"k8s.io/klog/v2/textlogger"
 )
 
 // Log lines a server may write, sustained and in a burst. A volume whose
@@ -20,20 +15,6 @@ const (
 	logLinesPerSecond = 20
 	logBurst          = 400
 )
-
-// setupVolumeLogging makes every log line of this server name its volume
-// (volumeID=...), in klog's text format on stderr (the mounter's container
-// log), at most logLinesPerSecond lines a second with bursts of logBurst.
-func setupVolumeLogging(volumeID string, verbosity string) {
-	v, err := strconv.Atoi(verbosity)
-	if err != nil {
-		v = 0
-	}
-	w := newRateLimitedWriter(os.Stderr, logLinesPerSecond, logBurst, time.Now)
-	cfg := textlogger.NewConfig(textlogger.Output(w), textlogger.Verbosity(v))
-	logger := textlogger.NewLogger(cfg).WithValues("volumeID", volumeID)
-	klog.SetLoggerWithOptions(logger, klog.ContextualLogger(true))
-}
 
 // rateLimitedWriter passes whole lines (each Write is one log line) through
 // a token bucket and drops the rest, then says how many it dropped.

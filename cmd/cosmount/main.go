@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -13,27 +12,39 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
-
-	"github.com/cosmount/cosmount/pkg/version"
 )
 
 const usage = `cosmount mounts an IBM Cloud Object Storage bucket as a directory.
 
 Usage:
-  cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT
+  cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT [flags]
   cosmount abort-uploads [mount's endpoint and auth flags] --upload-journal FILE BUCKET[:/PREFIX]
   cosmount unmount MOUNTPOINT
   cosmount version
+  mount -t fuse.cosmount BUCKET[:/PREFIX] MOUNTPOINT -o endpoint=URL,...   (see "cosmount mount -h")
 
-Run "cosmount mount -h" for the mount flags. Secrets are read only from files
-or the environment (COSMOUNT_API_KEY, COSMOUNT_HMAC_ACCESS_KEY_ID,
-COSMOUNT_HMAC_SECRET_ACCESS_KEY), never from the command line.
+Run "cosmount mount -h" for the mount flags; every flag can also be given as
+an -o option (-o endpoint=URL,trusted_profile_id=ID). Secrets are read only
+from files or the environment (IBMCLOUD_API_KEY or COSMOUNT_API_KEY,
+COSMOUNT_HMAC_ACCESS_KEY_ID, COSMOUNT_HMAC_SECRET_ACCESS_KEY), never from
+the command line. --version works with every command.
 `
 
 func main() {
+	// As mount(8)'s helper (/sbin/mount.fuse.cosmount, or run by
+	// mount.fuse3 as "cosmount SOURCE TARGET -o ..."): see helper.go.
+	if helperArgs, ok := helperInvocation(os.Args); ok {
+		err := runHelper(helperArgs)
+		klog.Flush()
+		os.Exit(exitStatus("mount", err))
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
+	}
+	if wantsVersion(os.Args[1:]) {
+		printVersion()
+		return
 	}
 	var err error
 	switch os.Args[1] {
@@ -43,8 +54,8 @@ func main() {
 		err = runAbortUploads(os.Args[2:])
 	case "unmount", "umount":
 		err = runUnmount(os.Args[2:])
-	case "version", "--version":
-		fmt.Println(version.UserAgent())
+	case "version":
+		printVersion()
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:
@@ -52,15 +63,8 @@ func main() {
 		os.Exit(2)
 	}
 	klog.Flush()
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		if errors.Is(err, errReported) {
-			os.Exit(1)
-		}
-		fmt.Fprintf(os.Stderr, "cosmount %s: %v\n", os.Args[1], err)
-		os.Exit(1)
+	if code := exitStatus(os.Args[1], err); code != 0 {
+		os.Exit(code)
 	}
 }
 
@@ -71,6 +75,11 @@ type mountFlags struct {
 	crTokenFile, apiKeyFile, hmacFile  string
 	virtualHost                        bool
 	foreground                         bool
+	debug                              bool
+	logFile                            string
+	ignoredOptions                     []string
+	flags                              *flag.FlagSet // as parsed, for tests
+	canonical                          []string      // the arguments, flags first
 	options                            []string
 	startTimeout                       time.Duration
 	metricsAddress                     string
@@ -104,6 +113,7 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	fs.StringVar(&f.hmacFile, "hmac-credentials-file", "", "file holding ACCESS_KEY_ID:SECRET_ACCESS_KEY for HMAC (SigV4) auth")
 	fs.BoolVar(&f.virtualHost, "virtual-host-style", false, "address buckets as <bucket>.<endpoint host> instead of in the path")
 	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground (the CSI node plugin uses this); otherwise detach once the mount is live")
+	fs.BoolVar(&f.foreground, "f", false, "short for --foreground")
 	fs.Var(optionList{&f.options}, "o", "mount options, comma separated: uid=,gid=,file_mode=,dir_mode=,allow_other,ro,prefix=,attr_ttl=,entry_ttl=,negative_ttl=,part_size=,upload_concurrency=,memory_limit=,cache_memory=,cache_size=,cache_dir=,... (repeatable)")
 	fs.DurationVar(&f.startTimeout, "start-timeout", 60*time.Second, "how long to wait for the mount to become live")
 	fs.StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus metrics of this mount on this address (e.g. 127.0.0.1:9811); empty: off")
@@ -117,20 +127,25 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 			fs.Var(kf.Value, kf.Name, kf.Usage)
 		}
 	})
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT\n\nFlags:\n")
-		fs.PrintDefaults()
+	addUXFlags(fs, f)
+	fs.Usage = func() { mountUsage(fs) }
+	pos, flagArgs, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, nil, err
 	}
-	if err := fs.Parse(args); err != nil {
+	f.canonical = canonicalArgs(flagArgs, pos)
+	if err := finishMountFlags(fs, f); err != nil {
 		return nil, nil, err
 	}
 	f.verbosity = func() string { return klogFlags.Lookup("v").Value.String() }
-	return f, fs.Args(), nil
+	f.flags = fs
+	return f, pos, nil
 }
 
 func runUnmount(args []string) error {
-	if len(args) != 1 {
-		return errors.New("usage: cosmount unmount MOUNTPOINT")
+	mountpoint, err := parseUnmountArgs(args)
+	if err != nil {
+		return err
 	}
-	return unmount(context.Background(), args[0])
+	return unmount(context.Background(), mountpoint)
 }

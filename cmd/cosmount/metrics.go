@@ -12,38 +12,35 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/cosmount/cosmount/pkg/cos"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
-// mountMetrics are the per-volume numbers of one server process: S3 requests
-// by operation, bytes, errors, and IAM token refreshes. Each process has its
-// own registry; the node plugin (or a scraper) reads them per volume.
+// mountMetrics are the per-volume numbers of one server process (the
+// families pkg/volume's ServerMetrics lists): S3 requests by operation,
+// bytes, errors, latency and retries; bytes dirty and uploading; FUSE
+// requests and their latency; IAM token refreshes and expiry. Each process
+// has its own registry; the node's mounter reads it per volume.
 type mountMetrics struct {
 	reg       *prometheus.Registry
 	requests  *prometheus.CounterVec
 	bytes     *prometheus.CounterVec
 	errors    *prometheus.CounterVec
 	refreshes *prometheus.CounterVec
+	live      // the rest: metrics_live.go
 }
 
 var _ cos.Observer = (*mountMetrics)(nil)
 
 func newMountMetrics() *mountMetrics {
 	m := &mountMetrics{
-		reg: prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cosmount_s3_requests_total", Help: "COS operations by operation name (after retries).",
-		}, []string{"operation"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cosmount_s3_bytes_total", Help: "Payload bytes moved by COS operations.",
-		}, []string{"operation"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cosmount_s3_errors_total", Help: "COS operations that failed, by operation.",
-		}, []string{"operation"}),
-		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cosmount_iam_token_refreshes_total", Help: "IAM token exchanges by result.",
-		}, []string{"result"}),
+		reg:       prometheus.NewRegistry(),
+		requests:  counterVec(volume.MetricS3Requests),
+		bytes:     counterVec(volume.MetricS3Bytes),
+		errors:    counterVec(volume.MetricS3Errors),
+		refreshes: counterVec(volume.MetricTokenRefreshes),
 	}
 	m.reg.MustRegister(m.requests, m.bytes, m.errors, m.refreshes)
+	m.live.register(m.reg)
 	return m
 }
 
@@ -53,8 +50,11 @@ func (m *mountMetrics) ObserveRequest(op string, bytes int64, err error) {
 	if bytes > 0 {
 		m.bytes.WithLabelValues(op).Add(float64(bytes))
 	}
-	if err != nil {
-		m.errors.WithLabelValues(op).Inc()
+	errs := m.errors.WithLabelValues(op) // 0 until it fails, so that error ratios exist
+	// "Not found" is an answer, not a failure: every lookup of a name that
+	// does not exist (a new file, a probe by a shell) gets one.
+	if err != nil && !errors.Is(err, cos.ErrNotFound) {
+		errs.Inc()
 	}
 }
 

@@ -26,8 +26,15 @@ func runMount(args []string) error {
 	if err != nil {
 		return err
 	}
-	if f.volumeID != "" {
-		setupVolumeLogging(f.volumeID, f.verbosity())
+	if f.foreground {
+		closeLog, err := setupLogging(f)
+		if err != nil {
+			return err
+		}
+		defer closeLog()
+		if len(f.ignoredOptions) > 0 {
+			klog.V(2).InfoS("Ignoring mount(8) options that mean nothing to cosmount", "options", f.ignoredOptions)
+		}
 	}
 	if len(pos) != 2 {
 		return errors.New("usage: cosmount mount [flags] BUCKET[:/PREFIX] MOUNTPOINT (see cosmount mount -h)")
@@ -49,7 +56,9 @@ func runMount(args []string) error {
 	if err != nil {
 		return fmt.Errorf("-o: %w", err)
 	}
-	opts := fs.Options{Options: mo}
+	// The source as given names the mount in the mount table, so that
+	// mount -a recognises an fstab line as mounted.
+	opts := fs.Options{Options: mo, FSName: pos[0]}
 	if prefix != "" {
 		if opts.Prefix != "" {
 			return errors.New("the prefix is given twice: in BUCKET:/PREFIX and in -o prefix=")
@@ -64,7 +73,7 @@ func runMount(args []string) error {
 		return err
 	}
 	if !f.foreground {
-		return detach(f.startTimeout)
+		return detach(f.startTimeout, append([]string{"mount", "--foreground"}, f.canonical...), f.logFile)
 	}
 	tuneGC(opts.MemoryLimit, opts.CacheMemory)
 	ready := newReadyReporter()
@@ -106,6 +115,7 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 	}
 	if tokens != nil {
 		defer tokens.Close()
+		metrics.watchTokens(tokens.Expiry)
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, f.startTimeout)
 	defer cancel()
@@ -120,10 +130,12 @@ func serve(f *mountFlags, auth *authConfig, bucket, mountpoint string, opts fs.O
 		}
 		defer stopMetrics()
 	}
+	opts.Ops = metrics
 	m, err := fs.Mount(setupCtx, mountpoint, client.Bucket(bucket), opts)
 	if err != nil {
 		return err
 	}
+	metrics.serving(m.FS())
 	if f.controlSocket != "" {
 		ctl := &controlServer{metrics: metrics, fs: m.FS(), life: ctx}
 		stopSocket, err := serveControl(f.controlSocket, ctl.handler())

@@ -29,7 +29,8 @@ type HMAC struct{ AccessKeyID, SecretAccessKey string }
 
 // Observer receives one call per client operation (after retries): the
 // operation name, the payload bytes moved (uploaded for writes, read by the
-// caller for GetObject) and the final error, if any.
+// caller for GetObject) and the final error, if any. One that also
+// implements AttemptObserver sees every HTTP attempt as well.
 type Observer interface {
 	ObserveRequest(op string, bytes int64, err error)
 }
@@ -149,6 +150,9 @@ func New(opts Options) (*Client, error) {
 			userAgent("cosmount/" + opts.Version),
 		},
 	}
+	if ao, ok := opts.Observer.(AttemptObserver); ok {
+		s3opts.APIOptions = append(s3opts.APIOptions, observeAttempts(ao))
+	}
 	if opts.Tokens != nil {
 		s3opts.AuthSchemes = []smithyhttp.AuthScheme{&bearerScheme{resolver: &tokenIdentityResolver{src: opts.Tokens}}}
 		s3opts.AuthSchemeResolver = onlyScheme{option: bearerOption}
@@ -252,7 +256,7 @@ func (c *Client) attempt(ctx context.Context, op, bucket, key string, body io.Se
 			return err
 		}
 	}
-	return mapError(op, bucket, key, fn(ctx))
+	return mapError(op, bucket, key, fn(context.WithValue(ctx, refreshRetryKey{}, true)))
 }
 
 func (c *Client) observe(op string, bytes int64, err error) {

@@ -47,7 +47,7 @@ func Mount(ctx context.Context, mountpoint string, store ObjectStore, opts Optio
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	m := &Mounted{fs: fsys, mountpoint: mountpoint, conn: conn, done: make(chan struct{})}
-	srv := fusefs.New(conn, nil)
+	srv := fusefs.New(conn, fsys.serveConfig())
 	go func() {
 		err := srv.Serve(fsys)
 		fsys.stop()
@@ -61,15 +61,20 @@ func Mount(ctx context.Context, mountpoint string, store ObjectStore, opts Optio
 }
 
 // mountOptions are the kernel options of the mount, each for a reason:
-//   - FSName/Subtype: the mount shows as "cosmount on /x type fuse.cosmount".
+//   - FSName/Subtype: the mount shows as "SOURCE on /x type fuse.cosmount"
+//     (SOURCE is Options.FSName, "cosmount" by default).
 //   - DefaultPermissions: the kernel enforces the mode and owner we show
 //     (from options or s3fs metadata); without it they would be decorative.
 //   - MaxReadahead(1 MiB) and AsyncRead: the kernel asks for large reads and
 //     several at once, which our readahead turns into parallel ranged GETs.
 //   - AllowOther and ReadOnly only when asked.
 func (f *FS) mountOptions() []fuse.MountOption {
+	fsname := f.opts.FSName
+	if fsname == "" {
+		fsname = "cosmount"
+	}
 	o := []fuse.MountOption{
-		fuse.FSName("cosmount"),
+		fuse.FSName(fsname),
 		fuse.Subtype("cosmount"),
 		fuse.DefaultPermissions(),
 		fuse.MaxReadahead(uint32(MiB)),

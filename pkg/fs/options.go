@@ -27,6 +27,12 @@ type Options struct {
 	volume.Options
 	// Logger receives structured logs; the zero value means klog's default.
 	Logger klog.Logger
+	// FSName is the mount's source in the mount table (what df and findmnt
+	// show, and what mount -a compares with an fstab line's first field);
+	// empty means "cosmount".
+	FSName string
+	// Ops, if set, is told about every FUSE request answered (metrics).
+	Ops OpObserver
 }
 
 // DefaultOptions returns volume.DefaultOptions with klog's logger.

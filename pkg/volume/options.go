@@ -188,6 +188,18 @@ const (
 	// ScopeNode options name the node's own resources (paths on the node);
 	// only the person running `cosmount mount` or the cluster admin sets them.
 	ScopeNode
+	// ScopeCommand options are not options of a volume at all: they are the
+	// `cosmount mount` command's own flags spelled as mount options, for
+	// mount(8), /etc/fstab and the mount helper, which pass everything in one -o
+	// list (endpoint=..., trusted_profile_id=..., api_key_file=..., log_file=...,
+	// foreground), and the generic mount(8) options such a list carries
+	// (_netdev, nofail, noauto, defaults, ...), which the command accepts and
+	// ignores. They say where the bucket is, who the server is and how its
+	// process runs; in Kubernetes the volume's attributes and the node's
+	// mounter decide all of that, so Options has no field for them and Apply
+	// refuses them, whatever scopes it is given. SplitCommandOptions takes
+	// them out of a list first.
+	ScopeCommand
 )
 
 func (s Scope) String() string {
@@ -198,6 +210,8 @@ func (s Scope) String() string {
 		return "source"
 	case ScopeNode:
 		return "node"
+	case ScopeCommand:
+		return "command"
 	}
 	return "Scope(" + strconv.Itoa(int(s)) + ")"
 }
@@ -381,6 +395,10 @@ func (o *Options) Apply(list string, scopes ...Scope) error {
 		name, val, hasVal := strings.Cut(item, "=")
 		name = strings.TrimSpace(name)
 		op, ok := lookupOption(name)
+		if !ok && isCommandOption(name) {
+			return &OptionError{Option: name, Value: val, Reason: "is an option of the cosmount command (mount(8), fstab), not of a volume: " +
+				"in Kubernetes the volume's attributes and the node set it"}
+		}
 		if !ok {
 			return &OptionError{Option: name, Value: val, Unknown: true, Reason: "known: " + strings.Join(OptionNames(scopes...), ", ")}
 		}

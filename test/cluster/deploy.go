@@ -19,6 +19,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -164,8 +165,9 @@ func (m *Manifests) Adapt(ep Endpoints) error {
 					o.Parameters[k] = ep.IAM
 				}
 			}
-			if o.Parameters["provisioning"] == "bucket" && o.Parameters["serviceInstanceID"] == "" {
-				// What an installation sets in values.yaml (storageClasses.serviceInstanceID).
+			if o.Parameters["provisioning"] == "bucket" {
+				// What an installation sets in values.yaml (storageClasses.serviceInstanceID); the plain
+				// manifests carry a stand-in.
 				o.Parameters["serviceInstanceID"] = ServiceInstance
 			}
 		}
@@ -177,7 +179,7 @@ func (m *Manifests) Adapt(ep Endpoints) error {
 		"--metrics-address and --mounter-metrics-address :PORT -> 127.0.0.1:PORT and --iam-endpoint -> the emulator",
 		"--cos-endpoint and --allowed-cos-endpoints -> the emulator, --allow-insecure-http=true (the emulator is plain http on loopback)",
 		"inline volumes on (inlineVolumes.enabled=true: --inline-volumes=true and the CSIDriver's Ephemeral mode)",
-		"container ports (health 9808, metrics 9810/9811/9812) -> free ports, with their --health-port/--metrics-address flags (host network: one port space for all pods)",
+		"container ports (health 9808/9809, metrics 9810/9811/9812) -> free ports, with their --http-endpoint/--metrics-address flags (host network: one port space for all pods)",
 		"the mounter's state and socket hostPaths (/run/cosmount/...) -> below "+ep.StateDir,
 		"sidecar images are local builds: csi-provisioner v6.4.0 under the manifest's image name; node-driver-registrar and livenessprobe are the suite's stand-in (test/cluster/tools/sidecars)",
 	)
@@ -312,6 +314,8 @@ func (c *Cluster) Apply(ctx context.Context, objs []runtime.Object) error {
 			what, err = create(ctx, "Secret", o, cs.CoreV1().Secrets(o.Namespace).Create)
 		case *corev1.ConfigMap:
 			what, err = create(ctx, "ConfigMap", o, cs.CoreV1().ConfigMaps(o.Namespace).Create)
+		case *policyv1.PodDisruptionBudget:
+			what, err = create(ctx, "PodDisruptionBudget", o, cs.PolicyV1().PodDisruptionBudgets(o.Namespace).Create)
 		default:
 			return fmt.Errorf("apply: unsupported object %T in deploy manifests", obj)
 		}

@@ -69,17 +69,19 @@ func runSuite(m *testing.M) (code int) {
 	logStep("work directory %s, daemon logs in %s", work, logs)
 	c, err := setUp(ctx, work, logs)
 	defer func() {
-		start := time.Now()
-		logStep("tearing down")
-		if c != nil {
-			c.Stop(context.Background())
-		}
-		if err := teardown(work, true); err != nil {
+		defer printTimings()
+		err := timed("teardown", func() (string, error) {
+			if c != nil {
+				c.Stop(context.Background())
+			}
+			return "", teardown(work, true)
+		})
+		if err != nil {
 			logStep("teardown failed: %v", err)
 			code = 1
 			return
 		}
-		logStep("teardown done in %.1fs: no process, mount or cgroup of this run is left; logs kept in %s", time.Since(start).Seconds(), logs)
+		logStep("teardown: no process, mount or cgroup of this run is left; logs kept in %s", logs)
 	}()
 	if err != nil {
 		logStep("setup failed: %v", err)
@@ -108,32 +110,51 @@ func runSuite(m *testing.M) (code int) {
 		case <-finished:
 		}
 	}()
-	return m.Run()
+	_ = timed("scenarios", func() (string, error) {
+		code = m.Run()
+		if code != 0 {
+			return "some failed", nil
+		}
+		return "", nil
+	})
+	return code
 }
 
-func setUp(ctx context.Context, work, logs string) (*Cluster, error) {
-	if err := ensurePackages(ctx); err != nil {
+func setUp(ctx context.Context, work, logs string) (c *Cluster, err error) {
+	if err := timed("Debian packages (containerd, runc, etcd, busybox, fuse3)", func() (string, error) { return ensurePackages(ctx) }); err != nil {
 		return nil, err
 	}
 	kubeBin := os.Getenv("COSMOUNT_E2E_KUBE_BIN")
 	if kubeBin == "" {
-		start := time.Now()
-		out, err := exec.CommandContext(ctx, filepath.Join(repoRoot(), "test", "cluster", "build-binaries.sh")).Output()
+		err := timed("Kubernetes binaries and csi-provisioner (build-binaries.sh)", func() (string, error) {
+			cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(), "test", "cluster", "build-binaries.sh"))
+			cmd.Stderr = os.Stderr // it says what it builds while it builds
+			out, err := cmd.Output()
+			if err != nil {
+				return "", fmt.Errorf("build-binaries.sh: %w", err)
+			}
+			kubeBin = strings.TrimSpace(string(out))
+			return kubeBin, nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("build-binaries.sh: %w", err)
+			return nil, err
 		}
-		kubeBin = strings.TrimSpace(string(out))
-		logStep("Kubernetes binaries in %s (%.1fs)", kubeBin, time.Since(start).Seconds())
 	}
 	productBin := os.Getenv("COSMOUNT_E2E_PRODUCT_BIN")
 	if productBin == "" {
 		productBin = filepath.Join(work, "bin")
-		if err := buildProduct(ctx, productBin); err != nil {
+		err := timed("cosmount, cosmount-csi, cosmount-emulator and the sidecar stand-in (go build)", func() (string, error) {
+			return "", buildProduct(ctx, productBin)
+		})
+		if err != nil {
 			return nil, err
 		}
 	}
 
-	c, err := Start(ctx, Options{Work: work, Logs: logs, KubeBin: kubeBin})
+	err = timed("cluster: etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet", func() (string, error) {
+		c, err = Start(ctx, Options{Work: work, Logs: logs, KubeBin: kubeBin})
+		return "", err
+	})
 	if err != nil {
 		return c, err
 	}
@@ -157,22 +178,25 @@ func setUp(ctx context.Context, work, logs string) (*Cluster, error) {
 	for _, d := range man.Deviations {
 		logStep("deviation from deploy/kubernetes: %s", d)
 	}
-	start := time.Now()
-	err = c.BuildAndImportImages(ctx, work, ImageSources{
-		Busybox:     "/bin/busybox",
-		Fusermount:  "/usr/bin/fusermount3",
-		ProductBin:  productBin,
-		Sidecars:    filepath.Join(productBin, "sidecars"),
-		Provisioner: filepath.Join(kubeBin, "csi-provisioner"),
-	}, man.Images)
+	err = timed("OCI images (busybox, plugin, sidecars, csi-provisioner) into containerd", func() (string, error) {
+		return "", c.BuildAndImportImages(ctx, work, ImageSources{
+			Busybox:     "/bin/busybox",
+			Fusermount:  "/usr/bin/fusermount3",
+			ProductBin:  productBin,
+			Sidecars:    filepath.Join(productBin, "sidecars"),
+			Provisioner: filepath.Join(kubeBin, "csi-provisioner"),
+		}, man.Images)
+	})
 	if err != nil {
 		return c, err
 	}
-	logStep("images built and imported in %.1fs", time.Since(start).Seconds())
-	if err := c.Apply(ctx, man.Objects); err != nil {
-		return c, err
-	}
-	if err := c.WaitPluginReady(ctx); err != nil {
+	err = timed("deploy/kubernetes applied; plugin registered, controller and mounter ready", func() (string, error) {
+		if err := c.Apply(ctx, man.Objects); err != nil {
+			return "", err
+		}
+		return "", c.WaitPluginReady(ctx)
+	})
+	if err != nil {
 		return c, err
 	}
 	env.c = c
@@ -184,8 +208,9 @@ func setUp(ctx context.Context, work, logs string) (*Cluster, error) {
 	return c, nil
 }
 
-// ensurePackages installs the Debian packages the suite runs, if missing.
-func ensurePackages(ctx context.Context) error {
+// ensurePackages installs the Debian packages the suite runs, if missing,
+// and says which it installed.
+func ensurePackages(ctx context.Context) (string, error) {
 	need := map[string]string{
 		"containerd": "containerd", "runc": "runc", "etcd": "etcd-server",
 		"/bin/busybox": "busybox-static", "fusermount3": "fuse3", "ctr": "containerd",
@@ -197,19 +222,19 @@ func ensurePackages(ctx context.Context) error {
 		}
 	}
 	if len(missing) == 0 {
-		return nil
+		return "all installed", nil
 	}
 	logStep("apt-get installing %s", strings.Join(missing, " "))
 	if out, err := exec.CommandContext(ctx, "apt-get", "update", "-q").CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get update: %w: %s", err, out)
+		return "", fmt.Errorf("apt-get update: %w: %s", err, out)
 	}
 	args := append([]string{"install", "-y", "-q", "--no-install-recommends"}, missing...)
 	cmd := exec.CommandContext(ctx, "apt-get", args...)
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get install: %w: %s", err, out)
+		return "", fmt.Errorf("apt-get install: %w: %s", err, out)
 	}
-	return nil
+	return "installed " + strings.Join(missing, " "), nil
 }
 
 // buildProduct builds the plugin, the FUSE server, the emulator and the

@@ -13,6 +13,14 @@ export GOFLAGS=-mod=mod
 [[ $(id -u) == 0 ]] || { echo "e2e-cluster: must run as root (kubelet, containerd, FUSE)" >&2; exit 1; }
 
 start=$SECONDS
+# What each part of the run took, printed when it ends however it ends.
+parts=()
+part_start=$SECONDS
+part_done() {
+	parts+=("$(printf '  %-40s %5ds' "$1" $((SECONDS - part_start)))")
+	echo "e2e-cluster: $1 done in $((SECONDS - part_start))s"
+	part_start=$SECONDS
+}
 work=$(mktemp -d /var/tmp/cosmount-e2e.XXXXXX)
 logs="$work-logs"
 mkdir -p "$logs"
@@ -27,16 +35,24 @@ cleanup() {
 	elif [[ -d "$work" ]]; then
 		rm -rf "$work"
 	fi
+	if [[ -n ${suite_started:-} ]]; then
+		part_done "suite: setup, scenarios, teardown"
+	fi
+	echo "e2e-cluster: what took how long:"
+	printf '%s\n' "${parts[@]}"
 	echo "e2e-cluster: finished in $((SECONDS - start))s (exit $rc); logs in $logs"
 	exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+echo "e2e-cluster: building (or finding cached) kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and csi-provisioner"
 kube_bin=$(test/cluster/build-binaries.sh)
-echo "e2e-cluster: Kubernetes binaries ready after $((SECONDS - start))s"
+part_done "Kubernetes binaries and csi-provisioner"
+echo "e2e-cluster: compiling the suite (go test -c -tags cluster ./test/cluster)"
 go test -c -tags cluster -o "$work/cluster.test" ./test/cluster
-echo "e2e-cluster: suite compiled after $((SECONDS - start))s"
+part_done "suite compiled"
+suite_started=1
 
 # The test binary runs in the package directory, like go test.
 cd "$repo/test/cluster"

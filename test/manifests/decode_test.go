@@ -19,8 +19,10 @@ import (
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +53,14 @@ func newObject(tm metav1.TypeMeta) (any, error) {
 		return &corev1.Pod{}, nil
 	case "v1 Secret":
 		return &corev1.Secret{}, nil
+	case "v1 Service":
+		return &corev1.Service{}, nil
+	case "policy/v1 PodDisruptionBudget":
+		return &policyv1.PodDisruptionBudget{}, nil
+	case "monitoring.coreos.com/v1 ServiceMonitor":
+		return &monitoringv1.ServiceMonitor{}, nil
+	case "security.openshift.io/v1 SecurityContextConstraints":
+		return &securityContextConstraints{}, nil
 	case "apps/v1 DaemonSet":
 		return &appsv1.DaemonSet{}, nil
 	case "apps/v1 Deployment":
@@ -301,4 +311,40 @@ func checkPluginArgs(t *testing.T, where string, args []string, known map[string
 			t.Errorf("%s: argument %q is not a known cosmount-csi --flag=value", where, a)
 		}
 	}
+}
+
+// securityContextConstraints mirrors the fields of OpenShift's security.openshift.io/v1
+// SecurityContextConstraints (github.com/openshift/api/security/v1) that the chart sets; the module proxy
+// serves no usable version of that module. Strict decoding then refuses any field the chart might
+// misspell or that OpenShift does not have.
+type securityContextConstraints struct {
+	metav1.TypeMeta          `json:",inline"`
+	metav1.ObjectMeta        `json:"metadata,omitempty"`
+	Priority                 *int32   `json:"priority"`
+	AllowPrivilegedContainer bool     `json:"allowPrivilegedContainer"`
+	DefaultAddCapabilities   []string `json:"defaultAddCapabilities"`
+	RequiredDropCapabilities []string `json:"requiredDropCapabilities"`
+	AllowedCapabilities      []string `json:"allowedCapabilities"`
+	AllowHostDirVolumePlugin bool     `json:"allowHostDirVolumePlugin"`
+	Volumes                  []string `json:"volumes"`
+	AllowHostNetwork         bool     `json:"allowHostNetwork"`
+	AllowHostPorts           bool     `json:"allowHostPorts"`
+	AllowHostPID             bool     `json:"allowHostPID"`
+	AllowHostIPC             bool     `json:"allowHostIPC"`
+	AllowPrivilegeEscalation *bool    `json:"allowPrivilegeEscalation,omitempty"`
+	SELinuxContext           struct {
+		Type string `json:"type,omitempty"`
+	} `json:"seLinuxContext,omitempty"`
+	RunAsUser struct {
+		Type string `json:"type,omitempty"`
+	} `json:"runAsUser,omitempty"`
+	SupplementalGroups struct {
+		Type string `json:"type,omitempty"`
+	} `json:"supplementalGroups,omitempty"`
+	FSGroup struct {
+		Type string `json:"type,omitempty"`
+	} `json:"fsGroup,omitempty"`
+	ReadOnlyRootFilesystem bool     `json:"readOnlyRootFilesystem"`
+	Users                  []string `json:"users"`
+	Groups                 []string `json:"groups"`
 }

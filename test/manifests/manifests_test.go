@@ -49,13 +49,24 @@ func named[T metav1.Object](t *testing.T, objs []object, name string) T {
 	return found[0]
 }
 
+// renderObjects renders the chart as `make manifests` does, with overrides on top.
 func renderObjects(t *testing.T, overrides map[string]any) []object {
 	t.Helper()
-	files, err := render.Chart(filepath.Join(repoRoot(t), render.ChartDir), overrides)
+	files, err := render.Chart(filepath.Join(repoRoot(t), render.ChartDir), render.Merge(plainValues(t), overrides))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return decodeFiles(t, files)
+}
+
+// plainValues are the values deploy/kubernetes is rendered with on top of the chart's defaults.
+func plainValues(t *testing.T) map[string]any {
+	t.Helper()
+	vals, err := render.PlainValues(filepath.Join(repoRoot(t), render.ChartDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vals
 }
 
 func container(t *testing.T, spec corev1.PodSpec, name string) corev1.Container {
@@ -129,7 +140,7 @@ func TestEveryManifestDecodesStrictly(t *testing.T) {
 
 func TestPlainManifestsMatchChart(t *testing.T) {
 	root := repoRoot(t)
-	want, err := render.Chart(filepath.Join(root, render.ChartDir), nil)
+	want, err := render.Chart(filepath.Join(root, render.ChartDir), plainValues(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,8 +257,12 @@ func TestNodeDaemonSet(t *testing.T) {
 	if m, ok := mountAt(reg, "/registration"); !ok || volume(t, spec, m.Name).HostPath.Path != "/var/lib/kubelet/plugins_registry" {
 		t.Error("registrar must mount the kubelet plugins_registry dir at /registration")
 	}
+	if !slices.Contains(reg.Args, "--http-endpoint=:9809") || reg.LivenessProbe == nil || reg.LivenessProbe.HTTPGet == nil ||
+		reg.LivenessProbe.HTTPGet.Path != "/healthz" || reg.LivenessProbe.HTTPGet.Port.StrVal != "registrar-hz" {
+		t.Errorf("registrar must serve /healthz on --http-endpoint and be probed there: %v %+v", reg.Args, reg.LivenessProbe)
+	}
 	probe := container(t, spec, "liveness-probe")
-	if !strings.HasPrefix(probe.Image, "registry.k8s.io/sig-storage/livenessprobe:") || !slices.Contains(probe.Args, "--health-port=9808") {
+	if !strings.HasPrefix(probe.Image, "registry.k8s.io/sig-storage/livenessprobe:") || !slices.Contains(probe.Args, "--http-endpoint=:9808") {
 		t.Errorf("liveness probe %s %v", probe.Image, probe.Args)
 	}
 	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType {
@@ -502,7 +517,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 // TestHelmLint runs Helm's own chart linter (as `helm lint --strict` would) and fails on any finding,
 // warnings included: they flag things such as invalid object names or a missing icon.
 func TestHelmLint(t *testing.T) {
-	linter := lint.All(filepath.Join(repoRoot(t), render.ChartDir), nil, render.ReleaseNamespace, true)
+	linter := lint.All(filepath.Join(repoRoot(t), render.ChartDir), plainValues(t), render.ReleaseNamespace, true)
 	for _, m := range linter.Messages {
 		if m.Severity > support.InfoSev {
 			t.Errorf("helm lint: %s", m)

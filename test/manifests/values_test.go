@@ -205,10 +205,16 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"two volume profiles", map[string]any{"storageClasses": map[string]any{"volumeProfile": map[string]any{"id": "Profile-1"}}}, "exactly one of id, name and crn"},
 		{"no volume profile", map[string]any{"storageClasses": map[string]any{"volumeProfile": map[string]any{"name": ""}}}, "exactly one of id, name and crn"},
 		{"prefix class without bucket", map[string]any{"storageClasses": map[string]any{"prefix": map[string]any{"bucketName": ""}}}, "bucketName is required"},
+		{"token lives too long", map[string]any{"podToken": map[string]any{"expirationSeconds": 7200}}, "/podToken/expirationSeconds"},
+		{"not a storage class", map[string]any{"storageClasses": map[string]any{"bucketClasses": []any{"standard", "premium"}}}, "/storageClasses/bucketClasses/1"},
+		{"service instance that is neither GUID nor CRN", map[string]any{"storageClasses": map[string]any{"serviceInstanceID": "my-instance"}}, "/storageClasses/serviceInstanceID"},
+		{"relative kubelet dir", map[string]any{"kubeletDir": "var/lib/kubelet"}, "/kubeletDir"},
+		{"bad reclaim policy", map[string]any{"storageClasses": map[string]any{"reclaimPolicy": "Keep"}}, "/storageClasses/reclaimPolicy"},
+		{"port out of range", map[string]any{"node": map[string]any{"healthPort": 70000}}, "/node/healthPort"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := render.Chart(filepath.Join(repoRoot(t), render.ChartDir), tc.values)
+			_, err := render.Chart(filepath.Join(repoRoot(t), render.ChartDir), render.Merge(plainValues(t), tc.values))
 			if err == nil || !strings.Contains(err.Error(), tc.message) {
 				t.Fatalf("render error %v, want one containing %q", err, tc.message)
 			}

@@ -36,7 +36,7 @@ app.kubernetes.io/part-of: cosmount
 {{- if $p.name }}{{ $n = add1 $n }}{{ end -}}
 {{- if $p.crn }}{{ $n = add1 $n }}{{ end -}}
 {{- if ne (int $n) 1 -}}
-{{- fail "storageClasses.volumeProfile: set exactly one of id, name and crn" -}}
+{{- fail "storageClasses.volumeProfile: set exactly one of id, name and crn: the IAM trusted profile pods mount provisioned volumes through (the default name cosmount-${pod.namespace} is one profile per namespace, which deploy/examples/ibm-cloud-setup.md creates), or storageClasses.enabled=false for static and inline volumes only" -}}
 {{- end -}}
 authType: trustedProfile
 {{- with $p.id }}
@@ -72,6 +72,25 @@ allowVolumeExpansion: false
 mountOptions:
 {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/* HTTPS_PROXY, HTTP_PROXY and NO_PROXY from .Values.proxy, in both spellings, as container env entries. */}}
+{{- define "cosmount.proxyEnv" -}}
+{{- $p := .Values.proxy -}}
+{{- range $name, $value := dict "HTTPS_PROXY" $p.httpsProxy "HTTP_PROXY" $p.httpProxy "NO_PROXY" $p.noProxy }}
+{{- if $value }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+- name: {{ lower $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Whether any StorageClass is rendered, i.e. dynamic provisioning is offered. */}}
+{{- define "cosmount.provisioning" -}}
+{{- $sc := .Values.storageClasses -}}
+{{- if and $sc.enabled (or (gt (len $sc.bucketClasses) 0) $sc.prefix.enabled) -}}true{{- end -}}
 {{- end -}}
 
 {{/* The endpoint policy flags of the node plugin and the controller (values: iamEndpoint, endpoints). */}}

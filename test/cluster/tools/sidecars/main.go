@@ -125,13 +125,20 @@ func registrar(ctx context.Context, args []string) error {
 	csiAddress := fs.String("csi-address", "/csi/csi.sock", "CSI socket of the plugin inside this container")
 	kubeletPath := fs.String("kubelet-registration-path", "", "CSI socket path on the host, as kubelet sees it")
 	regDir := fs.String("plugin-registration-path", "/registration", "kubelet's plugins_registry directory")
-	mode := fs.String("mode", "registration", "registration or kubelet-registration-probe")
+	mode := fs.String("mode", "registration", "registration or kubelet-registration-probe (deprecated upstream)")
+	httpEndpoint := fs.String("http-endpoint", "", "address of /healthz, which answers whether the registration socket exists (e.g. :9809)")
+	healthPort := fs.Int("health-port", 0, "deprecated upstream form of --http-endpoint=:PORT")
+	fs.Duration("timeout", time.Second, "timeout of calls to the driver (accepted for compatibility)")
 	fs.Int("v", 0, "log verbosity (accepted for compatibility)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *kubeletPath == "" {
 		return fmt.Errorf("--kubelet-registration-path is required")
+	}
+	addr, err := healthAddress(*httpEndpoint, *healthPort)
+	if err != nil {
+		return err
 	}
 	conn, err := dialCSI(ctx, *csiAddress)
 	if err != nil {
@@ -143,6 +150,21 @@ func registrar(ctx context.Context, args []string) error {
 		return err
 	}
 	socket := filepath.Join(*regDir, name+"-reg.sock")
+	if addr != "" && *mode != "kubelet-registration-probe" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			if _, err := os.Stat(socket); err != nil {
+				http.Error(w, "registration socket: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		stop, err := serveHealth(ctx, addr, mux)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	if *mode == "kubelet-registration-probe" {
 		rc, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -189,10 +211,19 @@ func registrar(ctx context.Context, args []string) error {
 func livenessProbe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("livenessprobe", flag.ContinueOnError)
 	csiAddress := fs.String("csi-address", "/csi/csi.sock", "CSI socket of the plugin")
-	port := fs.Int("health-port", 9808, "TCP port of /healthz")
+	port := fs.Int("health-port", 0, "deprecated upstream form of --http-endpoint=:PORT (default 9808)")
+	httpEndpoint := fs.String("http-endpoint", "", "address of /healthz (e.g. :9808)")
+	fs.String("metrics-path", "/metrics", "accepted for compatibility; the stand-in serves no metrics")
 	timeout := fs.Duration("probe-timeout", 10*time.Second, "timeout of one CSI Probe")
 	fs.Int("v", 0, "log verbosity (accepted for compatibility)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *port == 0 && *httpEndpoint == "" {
+		*port = 9808
+	}
+	addr, err := healthAddress(*httpEndpoint, *port)
+	if err != nil {
 		return err
 	}
 	conn, err := dialCSI(ctx, *csiAddress)
@@ -214,18 +245,47 @@ func livenessProbe(ctx context.Context, args []string) error {
 			fmt.Fprintln(w, "ok")
 		}
 	})
-	// Loopback only: the suite runs pods on the host network, and kubelet
-	// probes them at the node IP, 127.0.0.1.
-	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", *port), Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
+	stop, err := serveHealth(ctx, addr, mux)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stop()
+	return nil
+}
+
+// healthAddress turns the upstream flags into the address to listen on:
+// --http-endpoint (":9808", "host:9808") or --health-port, never both, as
+// upstream refuses. The host is always loopback: the suite runs pods on the
+// host network, and kubelet probes them at the node IP, 127.0.0.1.
+func healthAddress(endpoint string, port int) (string, error) {
+	switch {
+	case endpoint != "" && port != 0:
+		return "", fmt.Errorf("only one of --http-endpoint and --health-port may be set")
+	case endpoint != "":
+		_, p, err := net.SplitHostPort(endpoint)
+		if err != nil {
+			return "", fmt.Errorf("--http-endpoint %q: %w", endpoint, err)
+		}
+		return net.JoinHostPort("127.0.0.1", p), nil
+	case port != 0:
+		return fmt.Sprintf("127.0.0.1:%d", port), nil
+	}
+	return "", nil
+}
+
+// serveHealth serves mux on addr until the returned function is called.
+func serveHealth(ctx context.Context, addr string, mux *http.ServeMux) (func(), error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	logf("serving /healthz on %s", addr)
+	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
-	}()
-	logf("serving /healthz on %s", srv.Addr)
-	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
-		return err
-	}
-	return nil
+	}, nil
 }

@@ -1,5 +1,5 @@
-// Command render writes the cosmount Helm chart, rendered with its default values, as plain manifests
-// (`make manifests`). It replaces every .yaml file in the output directory, so a template that was
+// Command render writes the cosmount Helm chart, rendered with its default values and the chart's
+// ci/plain-manifests-values.yaml, as plain manifests (`make manifests`). It replaces every .yaml file in the output directory, so a template that was
 // removed from the chart disappears from the plain manifests too.
 package main
 
@@ -23,7 +23,11 @@ func main() {
 }
 
 func run(chartDir, outDir string) error {
-	files, err := render.Chart(chartDir, nil)
+	vals, err := render.PlainValues(chartDir)
+	if err != nil {
+		return err
+	}
+	files, err := render.Chart(chartDir, vals)
 	if err != nil {
 		return err
 	}
