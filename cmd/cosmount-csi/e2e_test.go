@@ -171,7 +171,7 @@ func (e *e2e) startMounter() {
 	e.mounter = e.startNS("mounter", "mounter.log", e.csiBin, "--mode", "mounter",
 		"--mounter-endpoint", e.mounterEndpoint(), "--state-dir", filepath.Join(e.dir, "state"),
 		"--cosmount-binary", e.serverBin, "--server-memory-limit", "384MiB", "--stop-timeout", "20s",
-		"--mounter-metrics-address", "127.0.0.1:0", "--v", "4")
+		"--mounter-metrics-address", "127.0.0.1:0", "--cache-dir", filepath.Join(e.dir, "cache"), "--v", "4")
 	c, err := mounterapi.Dial(e.mounterEndpoint())
 	if err != nil {
 		e.t.Fatal(err)

@@ -40,6 +40,7 @@ type mounterFlags struct {
 	stopTimeout    time.Duration
 	memoryLimit    string
 	tempDir        string
+	cacheDir       string
 	tempLimit      string
 	metricsAddress string
 	shutdownGrace  time.Duration
@@ -66,6 +67,7 @@ func (m *mounterFlags) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&m.stopTimeout, "stop-timeout", m.stopTimeout, "mounter: how long a server with nothing left to upload may take to exit after SIGTERM")
 	fs.StringVar(&m.memoryLimit, "server-memory-limit", m.memoryLimit, "mounter: memory budget of each server (hard limit in a memory cgroup of its own where cgroups are writable); 0 for none")
 	fs.StringVar(&m.tempDir, "temp-dir", m.tempDir, "mounter: directory for the servers' temporary files (read-modify-write); empty: the servers' default")
+	fs.StringVar(&m.cacheDir, "cache-dir", m.cacheDir, "mounter: node-local directory for the volumes' read caches on disk (their cache_size); empty: volumes may only cache in memory")
 	fs.StringVar(&m.tempLimit, "temp-limit", m.tempLimit, "mounter: the most temporary space (read-modify-write) one volume may use; a volume's temp_limit mount option may only lower it; 0 for no cap")
 	fs.StringVar(&m.metricsAddress, "mounter-metrics-address", m.metricsAddress, "mounter: host:port to serve the mounter's and every volume's Prometheus metrics on; empty disables")
 	fs.DurationVar(&m.shutdownGrace, "shutdown-grace", m.shutdownGrace, "mounter: on SIGTERM, how long servers may flush before the mounter exits (keep it below the pod's terminationGracePeriodSeconds)")
@@ -109,9 +111,14 @@ func serveMounter(f *mounterFlags, endpoint string) error {
 			return fmt.Errorf("--temp-dir: %w", err)
 		}
 	}
+	if f.cacheDir != "" {
+		if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
+			return fmt.Errorf("--cache-dir: %w", err)
+		}
+	}
 	m, err := mounter.New(mounter.Options{
 		StateDir: f.stateDir, Binary: f.binary, MountTimeout: f.mountTimeout, StopTimeout: f.stopTimeout,
-		Env: env, ServerMemoryLimit: limit, NodeOptions: volume.Options{TempDir: f.tempDir, TempLimit: tempLimit}, Version: version.Version,
+		Env: env, ServerMemoryLimit: limit, NodeOptions: volume.Options{TempDir: f.tempDir, TempLimit: tempLimit, CacheDir: f.cacheDir}, Version: version.Version,
 	})
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -35,6 +37,7 @@ func TestMountOptionTable(t *testing.T) {
 		{"memory_limit=300Mi"}, {"memory_limit=64MiB,part_size=8MiB"}, {"upload_concurrency=16"},
 		{"multipart_threshold=32MB"}, {"multipart_threshold=1k"}, {"readahead_max=0"}, {"readahead_max=128MiB"},
 		{"uid=1000,gid=2000,file_mode=0600,attr_ttl=2s,part_size=8Mi,upload_concurrency=8"},
+		{"cache_memory=32Mi"}, {"cache_size=1Gi", "cache_memory=16MiB"},
 	}
 	for i, flags := range accepted {
 		req := e.request(fmt.Sprintf("opt-%d", i), "default", emulatortest.WriterProfileID, flags...)
@@ -57,6 +60,7 @@ func TestMountOptionTable(t *testing.T) {
 		// Larger than what the node's server memory budget (384MiB here) leaves.
 		{"memory_limit=1GiB", "memory_limit"},
 		{"noatime", "noatime"}, {"ro=1", "ro"}, {"temp_dir=/tmp", "temp_dir"}, {"prefix=other", "prefix"},
+		{"cache_dir=/tmp", "cache_dir"}, {"cache_memory=300Mi", "cache_memory"}, {"cache_size=-1", "cache_size"},
 	}
 	for i, tc := range refused {
 		req := e.request(fmt.Sprintf("bad-%d", i), "default", emulatortest.WriterProfileID, tc.flag)
@@ -71,6 +75,56 @@ func TestMountOptionTable(t *testing.T) {
 	list, err := e.mounterC.List(ctx, &mounterapi.ListRequest{})
 	if err != nil || len(list.Volumes) != 0 {
 		t.Errorf("the mounter serves %d volumes after the table, want 0 (%v)", len(list.Volumes), err)
+	}
+	// The servers kept their disk caches in the mounter's --cache-dir, each
+	// in a directory of its own that is gone with the server.
+	if left, err := os.ReadDir(filepath.Join(e.dir, "cache")); err != nil || len(left) != 0 {
+		t.Errorf("the node's cache directory holds %v after every volume is gone (%v)", left, err)
+	}
+}
+
+// A volume with a disk cache reads a file again from the mounter's cache
+// directory: the blocks land under --cache-dir while it is mounted.
+func TestReadCacheUnderTheMountersDirectory(t *testing.T) {
+	e := newE2E(t)
+	e.startMounter()
+	e.startPlugin()
+	ctx := context.Background()
+	req := e.request("cached", "default", emulatortest.WriterProfileID, "cache_size=256Mi")
+	if _, err := e.node.NodePublishVolume(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	defer e.unpublish(req)
+	data := bytes.Repeat([]byte("cosmount read cache "), 200_000) // about 4 MiB
+	if err := os.WriteFile(filepath.Join(req.TargetPath, "data.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Out of the kernel's page cache, so that the read reaches the server.
+	if f, err := os.Open(filepath.Join(req.TargetPath, "data.bin")); err == nil {
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		f.Close()
+	}
+	if got, err := os.ReadFile(filepath.Join(req.TargetPath, "data.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
+	}
+	var cached int64
+	_ = filepath.WalkDir(filepath.Join(e.dir, "cache"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && d.Name() != "lock" {
+			var st syscall.Stat_t
+			if syscall.Stat(path, &st) == nil {
+				cached += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	if cached < int64(len(data))/2 {
+		t.Errorf("%d bytes in the mounter's cache directory after reading %d, want the blocks read", cached, len(data))
+	}
+	if err := e.unpublish(req); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(e.dir, "cache")); len(left) != 0 {
+		t.Errorf("the volume's cache is left behind after unpublish: %v", left)
 	}
 }
 

@@ -138,6 +138,9 @@ func New(opts Options) (*Mounter, error) {
 	if opts.NodeOptions.TempDir != "" && !filepath.IsAbs(opts.NodeOptions.TempDir) {
 		return nil, fmt.Errorf("temporary directory %q must be an absolute path", opts.NodeOptions.TempDir)
 	}
+	if opts.NodeOptions.CacheDir != "" && !filepath.IsAbs(opts.NodeOptions.CacheDir) {
+		return nil, fmt.Errorf("read-cache directory %q must be an absolute path", opts.NodeOptions.CacheDir)
+	}
 	m := &Mounter{opts: opts, servers: map[string]*server{}, done: make(chan struct{})}
 	m.metrics = newMetrics(m)
 	if opts.ServerMemoryLimit > 0 {
@@ -287,6 +290,18 @@ func (m *Mounter) checkRequest(req *mounterapi.PublishRequest) error {
 	if limit := m.opts.ServerMemoryLimit; limit > 0 && spec.Options.MemoryLimit > limit-serverOverhead {
 		return invalid(&volume.OptionError{Option: "memory_limit", Value: volume.FormatSize(spec.Options.MemoryLimit),
 			Reason: fmt.Sprintf("exceeds what the node's server memory budget of %s leaves for buffers (%s); ask the cluster admin to raise the budget", volume.FormatSize(limit), volume.FormatSize(limit-serverOverhead))})
+	}
+	// The memory tier of the read cache comes on top of the buffers, in the
+	// same cgroup.
+	if limit := m.opts.ServerMemoryLimit; limit > 0 && spec.Options.CacheMemory > 0 &&
+		spec.Options.MemoryLimit+spec.Options.CacheMemory > limit-serverOverhead {
+		return invalid(&volume.OptionError{Option: "cache_memory", Value: volume.FormatSize(spec.Options.CacheMemory),
+			Reason: fmt.Sprintf("with memory_limit %s exceeds what the node's server memory budget of %s leaves for buffers and cache (%s); lower either, or ask the cluster admin to raise the budget",
+				volume.FormatSize(spec.Options.MemoryLimit), volume.FormatSize(limit), volume.FormatSize(limit-serverOverhead))})
+	}
+	if spec.Options.CacheSize > 0 && m.opts.NodeOptions.CacheDir == "" {
+		return invalid(&volume.OptionError{Option: "cache_size", Value: volume.FormatSize(spec.Options.CacheSize),
+			Reason: "needs a read-cache directory on the node, and this node's mounter has none (the chart's readCache.enabled, the mounter's --cache-dir); use cache_memory, or ask the cluster admin"})
 	}
 	return nil
 }

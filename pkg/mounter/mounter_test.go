@@ -311,6 +311,12 @@ func TestPublishRefusesBadRequests(t *testing.T) {
 		{"small part", func(r *mounterapi.PublishRequest) { r.Spec.Options.PartSize = volume.MiB }, "part_size"},
 		{"over budget", func(r *mounterapi.PublishRequest) { r.Spec.Options.MemoryLimit = 512 * volume.MiB }, "memory_limit"},
 		{"node option", func(r *mounterapi.PublishRequest) { r.Spec.Options.TempDir = "/etc" }, "temp_dir"},
+		{"disk cache without the node's directory", func(r *mounterapi.PublishRequest) {
+			r.Spec.Options.MemoryLimit, r.Spec.Options.CacheSize = 64*volume.MiB, volume.GiB
+		}, "cache_size"},
+		{"memory cache over budget", func(r *mounterapi.PublishRequest) {
+			r.Spec.Options.MemoryLimit, r.Spec.Options.CacheMemory = 128*volume.MiB, 128*volume.MiB
+		}, "cache_memory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := testRequest(t, m, "bad")
@@ -675,6 +681,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{StateDir: "/run/x"},
 		{StateDir: "/run/x", Binary: "b", ServerMemoryLimit: volume.MiB},
 		{StateDir: "/run/x", Binary: "b", NodeOptions: volume.Options{TempDir: "tmp"}},
+		{StateDir: "/run/x", Binary: "b", NodeOptions: volume.Options{CacheDir: "cache"}},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("New(%+v) accepted", o)

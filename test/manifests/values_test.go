@@ -75,6 +75,28 @@ func TestChartValues(t *testing.T) {
 			}
 		},
 	}, {
+		name:   "read cache in an emptyDir",
+		values: map[string]any{"readCache": map[string]any{"enabled": true, "sizeLimit": "100Gi"}},
+		check: func(t *testing.T, objs []object) {
+			spec := named[*appsv1.DaemonSet](t, objs, "cosmount-mounter").Spec.Template.Spec
+			checkReadCache(t, spec, "/var/cache/cosmount")
+			v := volumeNamed(t, spec, "read-cache")
+			if v.EmptyDir == nil || v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.String() != "100Gi" {
+				t.Errorf("read-cache volume %+v, want an emptyDir of 100Gi", v.VolumeSource)
+			}
+		},
+	}, {
+		name:   "read cache on a host directory",
+		values: map[string]any{"readCache": map[string]any{"enabled": true, "hostPath": "/mnt/nvme/cosmount", "mountPath": "/cache"}},
+		check: func(t *testing.T, objs []object) {
+			spec := named[*appsv1.DaemonSet](t, objs, "cosmount-mounter").Spec.Template.Spec
+			checkReadCache(t, spec, "/cache")
+			v := volumeNamed(t, spec, "read-cache")
+			if v.HostPath == nil || v.HostPath.Path != "/mnt/nvme/cosmount" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+				t.Errorf("read-cache volume %+v, want hostPath /mnt/nvme/cosmount", v.VolumeSource)
+			}
+		},
+	}, {
 		name: "controller with an API key",
 		values: map[string]any{"controller": map[string]any{
 			"trustedProfile": "", "apiKeySecret": map[string]any{"name": "cos-key", "namespace": "secrets"},
@@ -211,6 +233,9 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"relative kubelet dir", map[string]any{"kubeletDir": "var/lib/kubelet"}, "/kubeletDir"},
 		{"bad reclaim policy", map[string]any{"storageClasses": map[string]any{"reclaimPolicy": "Keep"}}, "/storageClasses/reclaimPolicy"},
 		{"port out of range", map[string]any{"node": map[string]any{"healthPort": 70000}}, "/node/healthPort"},
+		{"relative read-cache path", map[string]any{"readCache": map[string]any{"enabled": true, "mountPath": "cache"}}, "/readCache/mountPath"},
+		{"read-cache limit that is not a quantity", map[string]any{"readCache": map[string]any{"sizeLimit": "lots"}}, "/readCache/sizeLimit"},
+		{"fractional temp limit", map[string]any{"tempSpace": map[string]any{"perVolumeLimit": "1.5Gi"}}, "/tempSpace/perVolumeLimit"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -292,6 +317,50 @@ func checkMountOptions(t *testing.T, where string, opts []string, known map[stri
 		bare := name == "ro" || name == "rw" || name == "allow_other"
 		if (hasValue && !known[name]) || (!hasValue && !bare) {
 			t.Errorf("%s: mount option %q is unknown to pkg/driver", where, o)
+		}
+	}
+}
+
+// checkReadCache: the mounter passes the read-cache directory to its servers
+// and has it mounted there; without readCache.enabled it has neither.
+func checkReadCache(t *testing.T, spec corev1.PodSpec, dir string) {
+	t.Helper()
+	m := container(t, spec, "mounter")
+	if !slices.Contains(m.Args, "--cache-dir="+dir) {
+		t.Errorf("mounter args %v lack --cache-dir=%s", m.Args, dir)
+	}
+	mounted := false
+	for _, vm := range m.VolumeMounts {
+		mounted = mounted || (vm.Name == "read-cache" && vm.MountPath == dir)
+	}
+	if !mounted {
+		t.Errorf("the read-cache volume is not mounted at %s: %+v", dir, m.VolumeMounts)
+	}
+}
+
+func volumeNamed(t *testing.T, spec corev1.PodSpec, name string) corev1.Volume {
+	t.Helper()
+	for _, v := range spec.Volumes {
+		if v.Name == name {
+			return v
+		}
+	}
+	t.Fatalf("no volume %s in %v", name, spec.Volumes)
+	return corev1.Volume{}
+}
+
+// Without readCache.enabled the mounter has no cache directory: volumes
+// asking for cache_size are refused at publish, naming the option.
+func TestNoReadCacheByDefault(t *testing.T) {
+	spec := named[*appsv1.DaemonSet](t, renderObjects(t, nil), "cosmount-mounter").Spec.Template.Spec
+	for _, a := range container(t, spec, "mounter").Args {
+		if strings.HasPrefix(a, "--cache-dir") {
+			t.Errorf("default mounter args carry %s", a)
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Name == "read-cache" {
+			t.Error("a read-cache volume by default")
 		}
 	}
 }
