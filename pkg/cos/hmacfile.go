@@ -7,11 +7,11 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"k8s.io/klog/v2"
+
+	"github.com/cosmount/cosmount/internal/filestamp"
 )
 
 // ReadHMACFile reads HMAC credentials from a file holding
@@ -55,27 +55,6 @@ func ParseHMAC(b []byte) (HMAC, error) {
 	return HMAC{AccessKeyID: id, SecretAccessKey: secret}, nil
 }
 
-// fileStamp identifies one version of a file: an atomic replacement (write
-// a new file, rename it over the old one) changes the inode, an in-place
-// rewrite the modification time or the size.
-type fileStamp struct {
-	dev, ino uint64
-	mtime    time.Time
-	size     int64
-}
-
-func statStamp(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	st := fileStamp{mtime: fi.ModTime(), size: fi.Size()}
-	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-		st.dev, st.ino = uint64(sys.Dev), sys.Ino
-	}
-	return st, nil
-}
-
 // hmacFileProvider is an aws.CredentialsProvider over an HMAC credentials
 // file that the node plugin replaces when the credentials are rotated. The
 // SDK asks for credentials at every attempt; the file is stat'ed each time
@@ -85,7 +64,7 @@ type hmacFileProvider struct {
 	path string
 
 	mu    sync.Mutex
-	stamp fileStamp // guarded by mu: of the file cur was read from
+	stamp filestamp.Stamp // guarded by mu: of the file cur was read from
 	cur   HMAC      // guarded by mu
 }
 
@@ -100,7 +79,7 @@ func newHMACFileProvider(path string) (*hmacFileProvider, error) {
 }
 
 func (p *hmacFileProvider) credentials() (HMAC, error) {
-	st, err := statStamp(p.path)
+	st, err := filestamp.Of(p.path)
 	if err != nil {
 		return HMAC{}, fmt.Errorf("HMAC credentials: %w", err)
 	}

@@ -9,8 +9,9 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/cosmount/cosmount/internal/filestamp"
 )
 
 // maxCRTokenFile bounds how much of the token file is read; projected
@@ -197,7 +198,7 @@ type APIKeyFileSource struct {
 	path      string
 
 	mu    sync.Mutex
-	stamp fileStamp // guarded by mu: the file version sum was read from
+	stamp filestamp.Stamp // guarded by mu: the file version sum was read from
 	sum   [32]byte  // guarded by mu: SHA-256 of the key last exchanged (not the key)
 }
 
@@ -217,26 +218,26 @@ func NewAPIKeyFileSource(exchanger Exchanger, path string) (*APIKeyFileSource, e
 
 // read returns the key and the version of the file it came from; errors
 // name the file, never its content.
-func (s *APIKeyFileSource) read() (string, fileStamp, error) {
-	st, err := statStamp(s.path)
+func (s *APIKeyFileSource) read() (string, filestamp.Stamp, error) {
+	st, err := filestamp.Of(s.path)
 	if err != nil {
-		return "", fileStamp{}, fmt.Errorf("iam: API key file: %w", err)
+		return "", filestamp.Stamp{}, fmt.Errorf("iam: API key file: %w", err)
 	}
 	f, err := os.Open(s.path)
 	if err != nil {
-		return "", fileStamp{}, fmt.Errorf("iam: API key file: %w", err)
+		return "", filestamp.Stamp{}, fmt.Errorf("iam: API key file: %w", err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxAPIKeyFile+1))
 	if err != nil {
-		return "", fileStamp{}, fmt.Errorf("iam: API key file %s: %w", s.path, err)
+		return "", filestamp.Stamp{}, fmt.Errorf("iam: API key file %s: %w", s.path, err)
 	}
 	if len(b) > maxAPIKeyFile {
-		return "", fileStamp{}, fmt.Errorf("iam: API key file %s is larger than %d bytes", s.path, maxAPIKeyFile)
+		return "", filestamp.Stamp{}, fmt.Errorf("iam: API key file %s is larger than %d bytes", s.path, maxAPIKeyFile)
 	}
 	key := strings.TrimSpace(string(b))
 	if key == "" {
-		return "", fileStamp{}, fmt.Errorf("iam: API key file %s is empty", s.path)
+		return "", filestamp.Stamp{}, fmt.Errorf("iam: API key file %s is empty", s.path)
 	}
 	return key, st, nil
 }
@@ -263,12 +264,12 @@ func (s *APIKeyFileSource) Token(ctx context.Context) (Token, error) {
 // nothing). A missing or unreadable file is not a change: the cached token
 // stays in use until it expires, and the exchange then reports the file.
 func (s *APIKeyFileSource) CredentialsChanged() bool {
-	st, err := statStamp(s.path)
+	st, err := filestamp.Of(s.path)
 	if err != nil {
 		return false
 	}
 	s.mu.Lock()
-	same := st == s.stamp || s.stamp == (fileStamp{})
+	same := st == s.stamp || s.stamp == (filestamp.Stamp{})
 	s.mu.Unlock()
 	if same {
 		return false
@@ -291,22 +292,3 @@ func (s *APIKeyFileSource) CredentialsChanged() bool {
 // LogValues describes the source for structured logs.
 func (s *APIKeyFileSource) LogValues() []any { return []any{"grant", "apikey", "keyFile", s.path} }
 
-// fileStamp identifies one version of a file: an atomic replacement changes
-// the inode, an in-place rewrite the modification time or the size.
-type fileStamp struct {
-	dev, ino uint64
-	mtime    time.Time
-	size     int64
-}
-
-func statStamp(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	st := fileStamp{mtime: fi.ModTime(), size: fi.Size()}
-	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-		st.dev, st.ino = uint64(sys.Dev), sys.Ino
-	}
-	return st, nil
-}
