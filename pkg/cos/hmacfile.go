@@ -65,7 +65,7 @@ type hmacFileProvider struct {
 
 	mu    sync.Mutex
 	stamp filestamp.Stamp // guarded by mu: of the file cur was read from
-	cur   HMAC      // guarded by mu
+	cur   HMAC            // guarded by mu
 }
 
 // newHMACFileProvider reads the file once, so that a missing or malformed

@@ -199,7 +199,7 @@ type APIKeyFileSource struct {
 
 	mu    sync.Mutex
 	stamp filestamp.Stamp // guarded by mu: the file version sum was read from
-	sum   [32]byte  // guarded by mu: SHA-256 of the key last exchanged (not the key)
+	sum   [32]byte        // guarded by mu: SHA-256 of the key last exchanged (not the key)
 }
 
 var _ ChangeReporter = (*APIKeyFileSource)(nil)
@@ -291,4 +291,3 @@ func (s *APIKeyFileSource) CredentialsChanged() bool {
 
 // LogValues describes the source for structured logs.
 func (s *APIKeyFileSource) LogValues() []any { return []any{"grant", "apikey", "keyFile", s.path} }
-
