@@ -462,6 +462,13 @@ func (c *blockCache) read(key, etag string, off int64, dst []byte) int {
 	f := vf.f
 	c.hits++
 	c.mu.Unlock()
+	if in == 0 {
+		// FUSE reads come 128 KiB at a time, several at once and not
+		// quite in order, which defeats the kernel's readahead: without
+		// this every one of them is a disk request of its own. Entering a
+		// block, ask for it and the next one in one go.
+		_ = unix.Fadvise(int(f.Fd()), k.idx*blockSize, 2*blockSize, unix.FADV_WILLNEED)
+	}
 	n, err := f.ReadAt(dst[:min(int64(len(dst)), b.size-in)], k.idx*blockSize+in)
 	c.mu.Lock()
 	vf.refs--
