@@ -135,6 +135,7 @@ func New(opts Options) (*Client, error) {
 		Region:                     opts.Region,
 		BaseEndpoint:               aws.String(strings.TrimRight(opts.Endpoint, "/")),
 		UsePathStyle:               opts.UsePathStyle,
+		EndpointResolverV2:         &cachedEndpoints{inner: s3.NewDefaultEndpointResolverV2()},
 		HTTPClient:                 httpClient,
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
