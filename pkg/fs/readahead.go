@@ -190,13 +190,15 @@ func (r *readahead) read(ctx context.Context, key, etag string, size, off int64,
 
 	pos := off
 	for pos < end {
-		if r.fs.cache.enabled() {
-			if n := r.fs.cache.read(key, etag, pos, dst[pos-off:]); n > 0 {
+		c := r.chunkAt(pos)
+		if c == nil && r.fs.cache.enabled() {
+			// What the stream does not hold may be in the read cache
+			// (blocks it gave back go there).
+			if n := r.fs.cache.read(key, etag, pos, dst[pos-off:min(end, r.nextChunk(pos))-off]); n > 0 {
 				pos += int64(n)
 				continue
 			}
 		}
-		c := r.chunkAt(pos)
 		if c == nil {
 			// Not buffered: behind the stream, or the budget was short.
 			stop := min(end, r.nextChunk(pos))
@@ -591,22 +593,30 @@ func chunkErr(key string, c *chunk, err error) error {
 	return err
 }
 
-// nextChunk returns where the first chunk after pos starts (MaxInt64 if
-// there is none).
+// buffered returns where c's data still held starts: its blocks below
+// that were given back (consume). Only the readahead side changes
+// c.released, and it is the caller.
+func (c *chunk) buffered() int64 {
+	return max(c.off, (c.off/blockSize+int64(c.released))*blockSize)
+}
+
+// nextChunk returns where the first buffered data after pos starts
+// (MaxInt64 if there is none).
 func (r *readahead) nextChunk(pos int64) int64 {
 	for _, c := range r.chunks {
-		if c.off > pos {
-			return c.off
+		if b := c.buffered(); b > pos && b < c.off+c.n {
+			return b
 		}
 	}
 	return math.MaxInt64
 }
 
-// chunkAt returns the chunk holding pos, or nil. There are at most a few
-// chunks per stream, so a scan is cheap.
+// chunkAt returns the chunk whose buffered data holds pos, or nil: a read
+// that arrives after its block was given back is not buffered. There are
+// at most a few chunks per stream, so a scan is cheap.
 func (r *readahead) chunkAt(pos int64) *chunk {
 	for _, c := range r.chunks {
-		if pos >= c.off && pos < c.off+c.n {
+		if pos >= c.buffered() && pos < c.off+c.n {
 			return c
 		}
 	}

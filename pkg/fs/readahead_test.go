@@ -609,3 +609,35 @@ func TestMountSequentialReadGETs(t *testing.T) {
 		t.Errorf("high-water %d above the limit %d", high, opts.MemoryLimit)
 	}
 }
+
+// A read that arrives after its block was given back (more than keepBehind
+// behind the head, still within nearWindow, so part of the stream) is
+// served by a GET of its own: right bytes, no panic, no spinning on a
+// block that holds nothing.
+func TestReadaheadLateReadOfAGivenBackBlock(t *testing.T) {
+	for _, cache := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no cache", true: "memory cache"}[cache], func(t *testing.T) {
+			opts := raOptions()
+			if cache {
+				opts.CacheMemory = 64 * MiB
+			}
+			x := newRAFixture(t, 32*MiB, opts)
+			r := x.open(t)
+			for off := int64(0); off < 6*MiB; off += 128 * KiB {
+				x.readAt(t, r, off, 128*KiB)
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				x.readAt(t, r, 3*MiB+4096, 4096) // inside a given-back block
+				x.readAt(t, r, 3*MiB, 128*KiB)   // at its start
+				x.readAt(t, r, 3*MiB-64*KiB, 256*KiB)
+			}()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a late read of a given-back block did not return")
+			}
+		})
+	}
+}
