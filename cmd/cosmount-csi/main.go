@@ -66,8 +66,10 @@ func runPlugin(opts driver.Options) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	deps := driver.Deps{Registry: reg, Verifier: driver.NewIAMVerifier(), Stores: driver.NewCOSStores(opts)}
+	var client *mounterapi.Client
 	if opts.Mode == driver.ModeNode || opts.Mode == driver.ModeAll {
-		client, err := mounterapi.Dial(opts.MounterEndpoint)
+		var err error
+		client, err = mounterapi.Dial(opts.MounterEndpoint)
 		if err != nil {
 			return fmt.Errorf("--mounter-endpoint: %w", err)
 		}
@@ -81,12 +83,11 @@ func runPlugin(opts driver.Options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	klog.InfoS("Starting cosmount CSI plugin", "version", version.Version, "mode", opts.Mode, "node", opts.NodeID)
-	if deps.Mounter != nil {
+	if client != nil {
 		// Say early whether the mounter is there; publishes fail with
 		// Unavailable (and kubelet retries) until it is.
 		go func() {
-			c := deps.Mounter.(*mounterapi.Client)
-			v, err := c.WaitReady(ctx)
+			v, err := client.WaitReady(ctx)
 			if err != nil {
 				klog.ErrorS(err, "The node's mounter does not answer", "endpoint", opts.MounterEndpoint)
 				return

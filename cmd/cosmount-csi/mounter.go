@@ -124,9 +124,7 @@ func serveMounter(f *mounterFlags, endpoint string) error {
 		return err
 	}
 	defer m.Close()
-	if err := m.Recover(context.Background()); err != nil {
-		return err
-	}
+	m.Recover()
 	ln, err := mounterapi.Listen(sock)
 	if err != nil {
 		return fmt.Errorf("--mounter-endpoint: %w", err)

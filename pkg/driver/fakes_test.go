@@ -140,7 +140,9 @@ func (f *fakeMounter) List(ctx context.Context, req *mounterapi.ListRequest) (*m
 	defer f.mu.Unlock()
 	out := &mounterapi.ListResponse{}
 	for _, m := range f.mounts {
-		out.Volumes = append(out.Volumes, f.status(m))
+		if st := f.status(m); req.VolumeID == "" || st.VolumeID == req.VolumeID {
+			out.Volumes = append(out.Volumes, st)
+		}
 	}
 	return out, nil
 }

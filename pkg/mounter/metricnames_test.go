@@ -13,7 +13,7 @@ import (
 // re-exporter's up series.
 func TestMetricNames(t *testing.T) {
 	m := &Mounter{}
-	m.metrics = newMetrics(m)
+	m.metrics = newMetrics()
 	ch := make(chan *prometheus.Desc, 16)
 	for _, c := range m.Collectors() {
 		c.Describe(ch)

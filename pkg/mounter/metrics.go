@@ -11,7 +11,7 @@ type metrics struct {
 	unpublishWaits prometheus.Counter
 }
 
-func newMetrics(m *Mounter) *metrics {
+func newMetrics() *metrics {
 	return &metrics{
 		deaths: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cosmount_mounter_server_deaths_total",

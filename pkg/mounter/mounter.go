@@ -142,7 +142,7 @@ func New(opts Options) (*Mounter, error) {
 		return nil, fmt.Errorf("read-cache directory %q must be an absolute path", opts.NodeOptions.CacheDir)
 	}
 	m := &Mounter{opts: opts, servers: map[string]*server{}, done: make(chan struct{})}
-	m.metrics = newMetrics(m)
+	m.metrics = newMetrics()
 	if opts.ServerMemoryLimit > 0 {
 		cg, err := detectMemCgroups()
 		if err != nil {
@@ -160,7 +160,7 @@ func New(opts Options) (*Mounter, error) {
 // marked dead, and their dead mounts are left in place (a pod that still
 // holds one sees "transport endpoint is not connected", never the empty
 // directory beneath) until kubelet unpublishes them.
-func (m *Mounter) Recover(ctx context.Context) error {
+func (m *Mounter) Recover() {
 	recs, err := m.records()
 	if err != nil {
 		klog.ErrorS(err, "Some volume records cannot be read; those volumes are skipped")
@@ -185,7 +185,6 @@ func (m *Mounter) Recover(ctx context.Context) error {
 	}
 	go m.watchAdopted()
 	klog.InfoS("Recovered volumes", "running", running, "dead", dead)
-	return nil
 }
 
 // Close stops the mounter's background work (not its servers).
@@ -327,6 +326,12 @@ func (m *Mounter) Publish(ctx context.Context, req *mounterapi.PublishRequest) (
 	if rec != nil {
 		return m.republish(ctx, rec, req, digest)
 	}
+	mounted := false
+	defer func() {
+		if !mounted {
+			m.probes.forget(target) // nothing is served there
+		}
+	}()
 	pr := m.probes.get(target).probe(m.opts.ProbeTimeout)
 	if pr.err != nil {
 		return nil, status.Errorf(codes.Internal, "inspecting %s: %v", target, pr.err)
@@ -352,6 +357,7 @@ func (m *Mounter) Publish(ctx context.Context, req *mounterapi.PublishRequest) (
 		}
 		return nil, err
 	}
+	mounted = true
 	klog.InfoS("Mounted volume", "volumeID", spec.VolumeID, "target", target, "pid", rec.PID, "auth", spec.Auth, "memoryLimit", rec.MemoryLimit, "cgroup", rec.Cgroup != "")
 	return &mounterapi.PublishResponse{Action: mounterapi.ActionMounted, Volume: m.volumeStatus(ctx, rec, false)}, nil
 }
@@ -523,8 +529,15 @@ func (m *Mounter) waitReady(ctx context.Context, ready *os.File, s *server) erro
 		if msg, ok := strings.CutPrefix(r.line, "error: "); ok {
 			return status.Errorf(codes.Internal, "cosmount: %s", msg)
 		}
-		<-s.exited
-		return status.Errorf(codes.Internal, "cosmount exited before its mount was live (%v); see the mounter's log", s.state)
+		// No report: the server exited, or closed its end without one.
+		select {
+		case <-s.exited:
+			return status.Errorf(codes.Internal, "cosmount exited before its mount was live (%v); see the mounter's log", s.state)
+		case <-timer.C:
+			return status.Errorf(codes.DeadlineExceeded, "cosmount closed its readiness report without reporting its mount live, and still runs after %s", m.opts.MountTimeout)
+		case <-ctx.Done():
+			return status.Errorf(codes.Canceled, "waiting for the mount: %v", ctx.Err())
+		}
 	case <-timer.C:
 		return status.Errorf(codes.DeadlineExceeded, "cosmount did not report its mount live within %s", m.opts.MountTimeout)
 	case <-ctx.Done():

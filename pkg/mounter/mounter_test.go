@@ -104,9 +104,7 @@ func newTestMounter(t *testing.T, state string, tweak ...func(*Options)) *Mounte
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Recover(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	m.Recover()
 	t.Cleanup(func() {
 		m.Close()
 		if t.Failed() {
@@ -272,12 +270,16 @@ func TestPublishRepublishUnpublish(t *testing.T) {
 	_, err = m.Publish(ctx, &other)
 	wantCode(t, "different volume", err, codes.AlreadyExists, "bucketName", "mount options")
 
-	st, err := m.Status(ctx, &mounterapi.StatusRequest{Target: target})
+	st, err := m.Status(ctx, &mounterapi.StatusRequest{Target: target, Pending: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.State != mounterapi.StateHealthy || st.Usage == nil || st.Pending == nil || st.Pending.Files != 0 || st.Spec.Bucket != "bucket" {
 		t.Errorf("status %+v", st)
+	}
+	// Without asking, the server's control socket is not called.
+	if plain, err := m.Status(ctx, &mounterapi.StatusRequest{Target: target}); err != nil || plain.Pending != nil {
+		t.Errorf("status without Pending: %+v, %v", plain, err)
 	}
 	if st.CredentialsDigest != req.Credentials.Digest(volume.AuthTrustedProfile) {
 		t.Error("status digest is not the installed credentials'")
@@ -285,6 +287,12 @@ func TestPublishRepublishUnpublish(t *testing.T) {
 	list, err := m.List(ctx, &mounterapi.ListRequest{})
 	if err != nil || len(list.Volumes) != 1 || list.Volumes[0].Target != target {
 		t.Errorf("List = %+v, %v", list, err)
+	}
+	if list, err := m.List(ctx, &mounterapi.ListRequest{VolumeID: st.VolumeID}); err != nil || len(list.Volumes) != 1 {
+		t.Errorf("List of volume %s = %+v, %v", st.VolumeID, list, err)
+	}
+	if list, err := m.List(ctx, &mounterapi.ListRequest{VolumeID: "another-volume"}); err != nil || len(list.Volumes) != 0 {
+		t.Errorf("List of another volume = %+v, %v", list, err)
 	}
 
 	unpublish(t, m, target)
@@ -369,7 +377,7 @@ func TestUnpublishWaitsForUploads(t *testing.T) {
 	if err := os.WriteFile(pending, []byte("2 3145728"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err := m.Status(ctx, &mounterapi.StatusRequest{Target: target})
+	st, err := m.Status(ctx, &mounterapi.StatusRequest{Target: target, Pending: true})
 	if err != nil || st.Pending == nil || st.Pending.Files != 2 {
 		t.Fatalf("status with uploads pending: %+v, %v", st, err)
 	}
@@ -640,8 +648,13 @@ func TestUnreadableRecordIsSkipped(t *testing.T) {
 	if err != nil || len(list.Volumes) != 1 || list.Volumes[0].Target != good.Spec.Target {
 		t.Fatalf("List with a bad record: %+v, %v", list, err)
 	}
-	if err := newTestMounter(t, state).Recover(ctx); err != nil {
-		t.Errorf("Recover with a bad record: %v", err)
+	// A second mounter recovers past the bad record and adopts the good one.
+	again := newTestMounter(t, state)
+	again.mu.Lock()
+	_, adopted := again.servers[good.Spec.Target]
+	again.mu.Unlock()
+	if !adopted {
+		t.Error("a mounter starting with a bad record did not adopt the good volume")
 	}
 	unpublish(t, m, badTarget)
 	assertClean(t, m, badTarget, 0)

@@ -48,6 +48,7 @@ func (m *Mounter) Unpublish(ctx context.Context, req *mounterapi.UnpublishReques
 		if err := removeTarget(target); err != nil {
 			return nil, err
 		}
+		m.probes.forget(target)
 		return &mounterapi.UnpublishResponse{Action: mounterapi.ActionNotPublished}, nil
 	}
 	if req.VolumeID != "" && req.VolumeID != rec.Spec.VolumeID {
@@ -222,16 +223,22 @@ func (m *Mounter) Status(ctx context.Context, req *mounterapi.StatusRequest) (*m
 	if rec == nil {
 		return nil, status.Errorf(codes.NotFound, "nothing is published at %s", target)
 	}
-	vs := m.volumeStatus(ctx, rec, true)
+	vs := m.volumeStatus(ctx, rec, req.Pending)
 	return &vs, nil
 }
 
 // List implements mounterapi.Service. Each volume costs at most one probe
 // timeout, and they are looked at in parallel.
 func (m *Mounter) List(ctx context.Context, req *mounterapi.ListRequest) (*mounterapi.ListResponse, error) {
-	recs, err := m.records()
+	all, err := m.records()
 	if err != nil {
 		klog.ErrorS(err, "Some volume records cannot be read; they are left out of the list")
+	}
+	recs := all[:0]
+	for _, r := range all {
+		if req.VolumeID == "" || r.Spec.VolumeID == req.VolumeID {
+			recs = append(recs, r)
+		}
 	}
 	out := make([]mounterapi.VolumeStatus, len(recs))
 	var wg sync.WaitGroup
@@ -239,7 +246,7 @@ func (m *Mounter) List(ctx context.Context, req *mounterapi.ListRequest) (*mount
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			out[i] = m.volumeStatus(ctx, &recs[i], true)
+			out[i] = m.volumeStatus(ctx, &recs[i], false)
 		}(i)
 	}
 	wg.Wait()
@@ -325,17 +332,8 @@ func (m *Mounter) Shutdown(ctx context.Context) {
 		case <-ctx.Done():
 			klog.InfoS("Servers still flushing when the mounter's stop grace ran out", "count", len(live))
 			return
-		case <-time.After(time.Until(deadlineOr(ctx, time.Minute))):
-			return
 		}
 	}
-}
-
-func deadlineOr(ctx context.Context, d time.Duration) time.Time {
-	if dl, ok := ctx.Deadline(); ok {
-		return dl
-	}
-	return time.Now().Add(d)
 }
 
 // keyedMutex serializes operations on one target.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -188,13 +187,7 @@ func sortedNames(fams map[string]*dto.MetricFamily) []string {
 // scrapeSocket reads and parses the text exposition served at /metrics on
 // the unix socket sock.
 func scrapeSocket(ctx context.Context, sock string) (map[string]*dto.MetricFamily, error) {
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}}
+	client := httpOverUnix(sock)
 	// The host is never resolved: the transport always dials sock.
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://cosmount"+volume.ControlMetricsPath, nil)
 	if err != nil {

@@ -66,10 +66,16 @@ type UnpublishResponse struct {
 // StatusRequest asks for the state of the volume at Target.
 type StatusRequest struct {
 	Target string `json:"target"`
+	// Pending also asks the volume's server what it has not uploaded yet
+	// (VolumeStatus.Pending): a round trip to its control socket.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // ListRequest asks for every volume the mounter serves.
-type ListRequest struct{}
+type ListRequest struct {
+	// VolumeID, if set, lists only the publications of that volume.
+	VolumeID string `json:"volumeID,omitempty"`
+}
 
 // ListResponse lists them, in no particular order.
 type ListResponse struct {

@@ -458,7 +458,7 @@ func TestPodDeletedWhileUploading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := mounterClient(t).Status(testContext(t), &mounterapi.StatusRequest{Target: m.Target})
+	st, err := mounterClient(t).Status(testContext(t), &mounterapi.StatusRequest{Target: m.Target, Pending: true})
 	if err == nil && st.Pending != nil {
 		logStep("%s: dd (pid %d) wrote %d MiB; the server has %d file(s), %d bytes not yet uploaded; deleting the pod", t.Name(), dd, mib, st.Pending.Files, st.Pending.Bytes)
 	}
