@@ -169,7 +169,8 @@ func dropUnknownOptions(lists []string) []string {
 				o := volume.DefaultOptions()
 				var oe *volume.OptionError
 				if err := o.Apply(rest); errors.As(err, &oe) && oe.Unknown {
-					fmt.Fprintf(os.Stderr, "cosmount: ignoring unknown mount option %q (-s)\n", item)
+					// Its name only: the value may be anything, a secret too.
+					fmt.Fprintf(os.Stderr, "cosmount: ignoring unknown mount option %q (-s)\n", oe.Option)
 					continue
 				}
 			}

@@ -60,14 +60,9 @@ func (o Options) Validate() error {
 			return &volume.OptionError{Option: "temp_dir", Value: o.TempDir, Reason: "is not a directory"}
 		}
 	}
-	switch {
-	case o.CacheSize > 0 && o.CacheDir == "":
+	if o.CacheSize > 0 && o.CacheDir == "" {
 		return &volume.OptionError{Option: "cache_size", Value: volume.FormatSize(o.CacheSize),
 			Reason: "needs cache_dir, a directory on this machine (in Kubernetes the node's administrator sets it)"}
-	case o.CacheSize > 0 && o.CacheSize < blockSize:
-		return &volume.OptionError{Option: "cache_size", Value: volume.FormatSize(o.CacheSize), Reason: "must be 0 (off) or at least 1MiB"}
-	case o.CacheMemory > 0 && o.CacheMemory < blockSize:
-		return &volume.OptionError{Option: "cache_memory", Value: volume.FormatSize(o.CacheMemory), Reason: "must be 0 (off) or at least 1MiB"}
 	}
 	if o.CacheDir != "" {
 		if st, err := os.Stat(o.CacheDir); err != nil || !st.IsDir() {

@@ -166,11 +166,16 @@ func (o Options) Validate() error {
 	if o.TempLimit < 0 {
 		bad("temp_limit", "%d is negative", o.TempLimit)
 	}
+	// The read cache holds 1 MiB blocks.
 	if o.CacheMemory < 0 {
 		bad("cache_memory", "%d is negative", o.CacheMemory)
+	} else if o.CacheMemory > 0 && o.CacheMemory < MiB {
+		errs = append(errs, &OptionError{Option: "cache_memory", Value: FormatSize(o.CacheMemory), Reason: "must be 0 (off) or at least 1MiB"})
 	}
 	if o.CacheSize < 0 {
 		bad("cache_size", "%d is negative", o.CacheSize)
+	} else if o.CacheSize > 0 && o.CacheSize < MiB {
+		errs = append(errs, &OptionError{Option: "cache_size", Value: FormatSize(o.CacheSize), Reason: "must be 0 (off) or at least 1MiB"})
 	}
 	return errors.Join(errs...)
 }
@@ -400,7 +405,9 @@ func (o *Options) Apply(list string, scopes ...Scope) error {
 				"in Kubernetes the volume's attributes and the node set it"}
 		}
 		if !ok {
-			return &OptionError{Option: name, Value: val, Unknown: true, Reason: "known: " + strings.Join(OptionNames(scopes...), ", ")}
+			// The value is not kept: an unknown name may carry anything,
+			// a secret typed in the wrong place among others.
+			return &OptionError{Option: name, Unknown: true, Reason: "known: " + strings.Join(OptionNames(scopes...), ", ")}
 		}
 		if len(scopes) > 0 && !scopeIn(op.scope, scopes) {
 			why := "is set by the node's administrator, not by a volume"

@@ -36,6 +36,8 @@ func TestParseOptions(t *testing.T) {
 		{"cache_dir=cache", nil, "cache_dir"},
 		{"cache_size=-1", nil, "cache_size"},
 		{"cache_memory=lots", nil, "cache_memory"},
+		{"cache_memory=64KiB", nil, `cache_memory="64KiB": must be 0 (off) or at least 1MiB`},
+		{"cache_size=512KiB", nil, `cache_size="512KiB": must be 0 (off) or at least 1MiB`},
 		{"bogus=1", nil, `unknown mount option "bogus" (known: prefix, uid`},
 		{"noatime", nil, `mount option noatime: is an option of the cosmount command`},
 		{"endpoint=https://x", nil, `mount option endpoint="https://x": is an option of the cosmount command`},
