@@ -109,7 +109,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 // Validate checks the options and normalizes the endpoint.
 func (o *Options) Validate() error {
 	var errs []error
-	if _, err := socketPath(o.Endpoint); err != nil {
+	if _, err := mounterapi.SocketPath(o.Endpoint); err != nil {
 		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
 	}
 	switch o.Mode {
@@ -121,7 +121,7 @@ func (o *Options) Validate() error {
 		if o.NodeID == "" {
 			errs = append(errs, errors.New("--node-id is required in node mode"))
 		}
-		if _, err := socketPath(o.MounterEndpoint); err != nil {
+		if _, err := mounterapi.SocketPath(o.MounterEndpoint); err != nil {
 			errs = append(errs, fmt.Errorf("--mounter-endpoint: %w", err))
 		}
 	}
@@ -182,7 +182,3 @@ func (o *Options) controllerProfile() iam.Profile {
 		return iam.Profile{Name: p}
 	}
 }
-
-// socketPath extracts the filesystem path of a unix endpoint (unix:///p,
-// unix:/p or /p), with the rules every cosmount socket follows.
-func socketPath(endpoint string) (string, error) { return mounterapi.SocketPath(endpoint) }

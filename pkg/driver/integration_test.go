@@ -101,7 +101,7 @@ func startRealPlugin(t *testing.T, opts Options) *realPlugin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock, _ := socketPath(opts.Endpoint)
+	sock, _ := mounterapi.SocketPath(opts.Endpoint)
 	conn, stop := serve(t, d, sock)
 	return &realPlugin{node: csi.NewNodeClient(conn), controller: csi.NewControllerClient(conn), stop: stop}
 }

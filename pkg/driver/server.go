@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/klog/v2"
+
+	"github.com/cosmount/cosmount/pkg/mounterapi"
 )
 
 // Metrics are the plugin's RPC metrics.
@@ -64,7 +66,7 @@ func NewServer(identity *IdentityService, controller *ControllerService, node *N
 
 // Serve listens on endpoint and serves until ctx ends, then stops gracefully.
 func (s *Server) Serve(ctx context.Context, endpoint string) error {
-	sock, err := socketPath(endpoint)
+	sock, err := mounterapi.SocketPath(endpoint)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/cosmount/cosmount/pkg/cos"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 type contentKind int
@@ -426,13 +427,6 @@ func (f *File) startStreamLocked(ctx context.Context) error {
 	return nil
 }
 
-// S3's bounds of a multipart part, copied or uploaded: every part but the
-// last at least minCopyPart, none larger than maxCopyPart.
-const (
-	minCopyPart = 5 << 20
-	maxCopyPart = 5 << 30
-)
-
 // appendStreamLocked starts a streaming upload that continues the object
 // when a write appends to it (off is its size) and it is large enough to
 // be the first part(s) of a multipart upload: the object's bytes become
@@ -450,7 +444,7 @@ func (f *File) appendStreamLocked(ctx context.Context, off int64) error {
 		return nil
 	}
 	f.attrMu.Lock()
-	ok := f.exists && f.headed && !f.dirty && f.info.ETag != "" && off == f.info.Size && f.info.Size >= minCopyPart
+	ok := f.exists && f.headed && !f.dirty && f.info.ETag != "" && off == f.info.Size && f.info.Size >= volume.MinPartSize
 	size, etag, ct := f.info.Size, f.info.ETag, f.info.ContentType
 	md := f.meta.encode(f.info.Metadata)
 	f.attrMu.Unlock()

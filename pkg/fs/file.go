@@ -15,6 +15,7 @@ import (
 	fusefs "bazil.org/fuse/fs"
 
 	"github.com/cosmount/cosmount/pkg/cos"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // File is a regular file or a symlink node. While the file is being
@@ -177,10 +178,7 @@ func (f *File) setInfoLocked(info cos.ObjectInfo, headed bool, at time.Time) {
 // revalidate HEADs the object when its attributes are older than AttrTTL
 // and the file has no local content.
 func (f *File) revalidate(ctx context.Context) error {
-	f.attrMu.Lock()
-	stale := !f.hasContent && f.exists && f.fs.now().Sub(f.fetchedAt) >= f.fs.opts.AttrTTL
-	f.attrMu.Unlock()
-	if !stale {
+	if !f.attrsStale() {
 		return nil
 	}
 	key, ok := f.key()
@@ -371,7 +369,7 @@ func (f *File) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 	// a multipart upload, so that the writes after this fsync continue
 	// the object server-side (appendStreamLocked) instead of every later
 	// fsync uploading the whole file again.
-	if c := f.content; c != nil && c.dirty && c.kind == inMemory && c.size >= minCopyPart {
+	if c := f.content; c != nil && c.dirty && c.kind == inMemory && c.size >= volume.MinPartSize {
 		if err := f.startStreamLocked(ctx); err != nil {
 			return f.fs.fail("fsync", key, f.reportedLocked(err))
 		}

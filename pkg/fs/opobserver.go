@@ -67,7 +67,7 @@ func (t *opTracker) started(ctx context.Context, req fuse.Request) context.Conte
 			op = "readdir"
 		}
 	default:
-		op = strings.ToLower(strings.TrimSuffix(reflect.Indirect(reflect.ValueOf(req)).Type().Name(), "Request"))
+		op = requestName(req)
 	}
 	t.mu.Lock()
 	if len(t.pending) >= maxTrackedOps {
@@ -95,12 +95,21 @@ func (t *opTracker) debug(msg interface{}) {
 	if !id.IsValid() || id.Kind() != reflect.Uint64 || !errno.IsValid() || errno.Kind() != reflect.String {
 		return
 	}
+	name := errno.String()
+	if name == "" {
+		// The answer to a request for a node bazil no longer has (ESTALE)
+		// carries its errno in Error alone; elsewhere Error only comes
+		// with an Errno.
+		if e := v.FieldByName("Error"); e.IsValid() && e.Kind() == reflect.String {
+			name = e.String()
+		}
+	}
 	t.mu.Lock()
 	op, ok := t.pending[fuse.RequestID(id.Uint())]
 	delete(t.pending, fuse.RequestID(id.Uint()))
 	t.mu.Unlock()
 	if ok {
-		t.obs.ObserveOp(op.op, t.now().Sub(op.start), errnoName(errno.String()))
+		t.obs.ObserveOp(op.op, t.now().Sub(op.start), errnoName(name))
 	}
 }
 
@@ -123,4 +132,18 @@ func errnoName(s string) string {
 		return name
 	}
 	return s
+}
+
+// requestNames caches the operation name of each request type: "getattr"
+// for *fuse.GetattrRequest. Reflection once per type, not per request.
+var requestNames sync.Map // reflect.Type -> string
+
+func requestName(req fuse.Request) string {
+	typ := reflect.TypeOf(req)
+	if name, ok := requestNames.Load(typ); ok {
+		return name.(string)
+	}
+	name := strings.ToLower(strings.TrimSuffix(reflect.Indirect(reflect.ValueOf(req)).Type().Name(), "Request"))
+	requestNames.Store(typ, name)
+	return name
 }

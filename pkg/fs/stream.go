@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/cosmount/cosmount/pkg/cos"
+	"github.com/cosmount/cosmount/pkg/volume"
 )
 
 // streamUpload uploads a file as a multipart upload while it is being
@@ -95,11 +96,11 @@ func (s *streamUpload) adopt(ctx context.Context, buf []byte, budget int64) erro
 }
 
 // copyObject makes the object's current bytes (size, ETag etag) the first
-// parts of the upload, server-side, in ranges of at most maxCopyPart that
-// are all at least minCopyPart (size must be). It runs before anything is
+// parts of the upload, server-side, in ranges of at most volume.MaxPartSize that
+// are all at least volume.MinPartSize (size must be). It runs before anything is
 // written to the upload.
 func (s *streamUpload) copyObject(ctx context.Context, size int64, etag string) error {
-	n := (size + maxCopyPart - 1) / maxCopyPart
+	n := (size + volume.MaxPartSize - 1) / volume.MaxPartSize
 	per := size / n
 	for i := int64(0); i < n; i++ {
 		first, last := i*per, (i+1)*per-1
