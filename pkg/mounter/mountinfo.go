@@ -34,7 +34,8 @@ func parseMountInfo(r io.Reader) ([]MountInfo, error) {
 				break
 			}
 		}
-		if sep < 0 || sep+2 >= len(fields) {
+		// The fstype follows the separator; it is never "-" itself.
+		if sep < 0 || sep+2 >= len(fields) || fields[sep+1] == "-" {
 			return nil, fmt.Errorf("malformed mountinfo line %q", sc.Text())
 		}
 		out = append(out, MountInfo{
