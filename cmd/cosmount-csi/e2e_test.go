@@ -155,12 +155,21 @@ func (e *e2e) startNS(name, logName string, args ...string) *testproc.Process {
 }
 
 // killNS kills a namespace the way a container runtime does: its init
-// dies, and with it every process in it.
+// (unshare's child) is SIGKILLed, and the kernel ends every process in the
+// namespace with it. unshare exits once it has reaped that init, which is
+// after the namespace is empty; if the init is already gone, unshare
+// itself is killed.
 func killNS(p *testproc.Process) {
 	if p == nil || p.Exited() {
 		return
 	}
-	p.Kill()
+	killed := false
+	for _, init := range childrenOf(p.PID()) {
+		killed = syscall.Kill(init, syscall.SIGKILL) == nil || killed
+	}
+	if !killed {
+		p.Kill()
+	}
 	<-p.Done()
 }
 

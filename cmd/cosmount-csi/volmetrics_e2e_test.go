@@ -102,6 +102,10 @@ func TestVolumeMetricsAndServerEnvironment(t *testing.T) {
 			t.Errorf("%s%v has no observation for the volume", c.name, c.labels)
 		}
 	}
+	// One small file written: one PutObject, counted once.
+	if n := count(volume.MetricS3Requests, "operation", "PutObject"); n != 1 {
+		t.Errorf("%s{operation=PutObject} = %v after one small file was written, want 1", volume.MetricS3Requests, n)
+	}
 	// The emulator's tokens live an hour; the server has one.
 	if left := count(volume.MetricTokenExpiresIn); left < 60 || left > 3700 {
 		t.Errorf("%s = %v, want a token that lives for a while yet", volume.MetricTokenExpiresIn, left)

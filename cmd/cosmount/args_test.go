@@ -295,12 +295,10 @@ func TestIBMEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(envIBMCloudAPIKey, "")
-	if found := defaultCRTokenFile(defaultCRTokenFiles); found != "" {
-		// In a pod with a projected token the default is found; that case
-		// is the one above.
-		t.Logf("%s exists here; not checking the error for a missing token", found)
-		return
-	}
+	// Default token files that do not exist, also in a pod that has IBM's.
+	saved := defaultCRTokenFiles
+	defaultCRTokenFiles = []string{filepath.Join(t.TempDir(), "vault-token")}
+	t.Cleanup(func() { defaultCRTokenFiles = saved })
 	if _, err := resolveAuth(f); err == nil || !strings.Contains(err.Error(), "--cr-token-file") {
 		t.Errorf("a trusted profile without any token file: %v", err)
 	}

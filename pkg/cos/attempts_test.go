@@ -16,7 +16,6 @@ type attemptLog struct {
 	mu       sync.Mutex
 	started  []string // op, with "+retry" for retries
 	done     []string // op, with "!" for failures
-	bodies   map[string]int64
 	inFlight int64
 	maxBody  int64
 	minDur   time.Duration

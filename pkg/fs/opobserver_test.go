@@ -40,7 +40,7 @@ func TestOpObserver(t *testing.T) {
 	log := &opLog{ops: map[string]int{}}
 	opts := testOptions()
 	opts.Ops = log
-	m, dir := mountT(t, memstore.New(), opts)
+	_, dir := mountT(t, memstore.New(), opts)
 
 	if err := writeFile(dir+"/a.txt", []byte("hello")); err != nil {
 		t.Fatal(err)
@@ -67,6 +67,12 @@ func TestOpObserver(t *testing.T) {
 			t.Errorf("no %s reported; saw %v", op, log.ops)
 		}
 	}
+	// One file written once: each of its requests is reported once.
+	for _, op := range []string{"create", "write"} {
+		if n := log.count(op); n != 1 {
+			t.Errorf("%d %s reported for one file written once; saw %v", n, op, log.ops)
+		}
+	}
 	// An errno bazil has no name for is still named, not described.
 	if got := errnoName(syscall.ENOTSUP.Error()); got != "ENOTSUP" && got != "EOPNOTSUPP" {
 		t.Errorf("errnoName(ENOTSUP's message) = %q", got)
@@ -81,5 +87,4 @@ func TestOpObserver(t *testing.T) {
 		t.Error("no request took any time")
 	}
 	log.mu.Unlock()
-	_ = m
 }

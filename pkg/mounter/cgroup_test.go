@@ -53,8 +53,12 @@ func TestRunawayServerIsKilledAlone(t *testing.T) {
 		t.Errorf("the calm server's cgroup is %q", cg)
 	}
 	rec, _ := readRecord(m.volumeDir(calm.Spec.Target))
-	if limit, _ := os.ReadFile(rec.Cgroup + "/memory.limit_in_bytes"); strings.TrimSpace(string(limit)) != strconv.FormatInt(budget, 10) && !m.cg.v2 {
-		t.Errorf("cgroup limit %q, want %d", limit, budget)
+	limitFile := "/memory.limit_in_bytes"
+	if m.cg.v2 {
+		limitFile = "/memory.max"
+	}
+	if limit, _ := os.ReadFile(rec.Cgroup + limitFile); strings.TrimSpace(string(limit)) != strconv.FormatInt(budget, 10) {
+		t.Errorf("cgroup %s %q, want %d", limitFile, limit, budget)
 	}
 	adj, _ := strconv.Atoi(readMountFile(t, calm.Spec.Target, "oomadj"))
 	if want := oomScoreAdj(budget); adj != want {

@@ -101,14 +101,21 @@ func deletePod(t *testing.T, ns, name string) {
 	logStep("%s: pod %s/%s deleted", t.Name(), ns, name)
 }
 
-// waitPod waits until the pod reaches phase; a pod that ends in another
-// final phase fails the test at once, with its events.
+// waitPod waits until the workload namespace's pod reaches phase; see
+// waitPodIn.
 func waitPod(t *testing.T, name string, phase corev1.PodPhase) *corev1.Pod {
+	t.Helper()
+	return waitPodIn(t, WorkloadNS, name, phase)
+}
+
+// waitPodIn waits until the pod reaches phase; a pod that ends in another
+// final phase fails the test at once, with its events.
+func waitPodIn(t *testing.T, ns, name string, phase corev1.PodPhase) *corev1.Pod {
 	t.Helper()
 	ctx := testContext(t)
 	var pod *corev1.Pod
-	err := waitFor(ctx, "pod "+name+" "+string(phase), podTimeout, nil, func(ctx context.Context) error {
-		p, err := env.c.Client.CoreV1().Pods(WorkloadNS).Get(ctx, name, metav1.GetOptions{})
+	err := waitFor(ctx, "pod "+ns+"/"+name+" "+string(phase), podTimeout, nil, func(ctx context.Context) error {
+		p, err := env.c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -121,18 +128,21 @@ func waitPod(t *testing.T, name string, phase corev1.PodPhase) *corev1.Pod {
 		return fmt.Errorf("phase %s", p.Status.Phase)
 	})
 	if pod != nil && pod.Status.Phase != phase {
-		t.Fatalf("pod %s: phase %s, want %s (%v)\nevents: %s\nlogs: %s", name, pod.Status.Phase, phase, err, podEvents(t, name), podLogs(t, name))
+		t.Fatalf("pod %s/%s: phase %s, want %s (%v)\nevents: %s\nlogs: %s", ns, name, pod.Status.Phase, phase, err,
+			eventsIn(t, ns, name), containerLogs(ns, name, "main"))
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	logStep("%s: pod %s is %s", t.Name(), name, phase)
+	logStep("%s: pod %s/%s is %s", t.Name(), ns, name, phase)
 	return pod
 }
 
-func podEvents(t *testing.T, name string) string {
-	ctx := testContext(t)
-	evs, err := env.c.Client.CoreV1().Events(WorkloadNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+func podEvents(t *testing.T, name string) string { return eventsIn(t, WorkloadNS, name) }
+
+// eventsIn lists the events of the object named name in ns, a line each.
+func eventsIn(t *testing.T, ns, name string) string {
+	evs, err := env.c.Client.CoreV1().Events(ns).List(testContext(t), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
 	if err != nil {
 		return err.Error()
 	}
@@ -169,12 +179,17 @@ func containerLogs(ns, pod, container string) string {
 	return b.String()
 }
 
-// createClaim creates a PVC and deletes it when the test ends.
+// createClaim creates a PVC in the workload namespace; see claimIn.
 func createClaim(t *testing.T, name, class, volume string) {
 	t.Helper()
-	ctx := testContext(t)
+	claimIn(t, WorkloadNS, name, class, volume)
+}
+
+// claimIn creates a PVC in ns and deletes it when the test ends.
+func claimIn(t *testing.T, ns, name, class, volume string) {
+	t.Helper()
 	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: WorkloadNS},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
 			StorageClassName: &class,
@@ -183,22 +198,27 @@ func createClaim(t *testing.T, name, class, volume string) {
 				corev1.ResourceStorage: resource.MustParse("1Gi")}},
 		},
 	}
-	if _, err := env.c.Client.CoreV1().PersistentVolumeClaims(WorkloadNS).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create PVC %s: %v", name, err)
+	if _, err := env.c.Client.CoreV1().PersistentVolumeClaims(ns).Create(testContext(t), pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create PVC %s/%s: %v", ns, name, err)
 	}
-	logStep("%s: created PVC %s (class %q)", t.Name(), name, class)
+	logStep("%s: created PVC %s/%s (class %q)", t.Name(), ns, name, class)
 	t.Cleanup(func() {
-		_ = env.c.Client.CoreV1().PersistentVolumeClaims(WorkloadNS).Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = env.c.Client.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
 }
 
-// waitBound waits for the PVC to be bound and returns its PV's name.
+// waitBound waits for a PVC of the workload namespace; see waitBoundIn.
 func waitBound(t *testing.T, claim string) string {
 	t.Helper()
-	ctx := testContext(t)
+	return waitBoundIn(t, WorkloadNS, claim)
+}
+
+// waitBoundIn waits for the PVC to be bound and returns its PV's name.
+func waitBoundIn(t *testing.T, ns, claim string) string {
+	t.Helper()
 	var pv string
-	err := waitFor(ctx, "PVC "+claim+" bound", podTimeout, nil, func(ctx context.Context) error {
-		c, err := env.c.Client.CoreV1().PersistentVolumeClaims(WorkloadNS).Get(ctx, claim, metav1.GetOptions{})
+	err := waitFor(testContext(t), "PVC "+ns+"/"+claim+" bound", podTimeout, nil, func(ctx context.Context) error {
+		c, err := env.c.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -209,9 +229,9 @@ func waitBound(t *testing.T, claim string) string {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("%v\nevents: %s", err, podEvents(t, claim))
+		t.Fatalf("%v\nevents: %s", err, eventsIn(t, ns, claim))
 	}
-	logStep("%s: PVC %s bound to PV %s", t.Name(), claim, pv)
+	logStep("%s: PVC %s/%s bound to PV %s", t.Name(), ns, claim, pv)
 	return pv
 }
 

@@ -5,7 +5,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -191,46 +190,6 @@ func podIn(t *testing.T, ns, name, script string, vols ...corev1.Volume) *corev1
 	return createPod(t, p)
 }
 
-func claimIn(t *testing.T, ns, name, class, volume string) {
-	t.Helper()
-	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
-			StorageClassName: &class,
-			VolumeName:       volume,
-			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
-				corev1.ResourceStorage: resource.MustParse("1Gi")}},
-		},
-	}
-	if _, err := env.c.Client.CoreV1().PersistentVolumeClaims(ns).Create(testContext(t), pvc, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create PVC %s/%s: %v", ns, name, err)
-	}
-	t.Cleanup(func() {
-		_ = env.c.Client.CoreV1().PersistentVolumeClaims(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-}
-
-func waitBoundIn(t *testing.T, ns, claim string) string {
-	t.Helper()
-	var pv string
-	err := waitFor(testContext(t), "PVC "+ns+"/"+claim+" bound", podTimeout, nil, func(ctx context.Context) error {
-		c, err := env.c.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if c.Status.Phase != corev1.ClaimBound {
-			return fmt.Errorf("phase %s", c.Status.Phase)
-		}
-		pv = c.Spec.VolumeName
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pv
-}
-
 // staticPVOf creates a Retain PV with the given attributes.
 func staticPVOf(t *testing.T, name string, attrs map[string]string) {
 	t.Helper()
@@ -250,26 +209,6 @@ func staticPVOf(t *testing.T, name string, attrs map[string]string) {
 	t.Cleanup(func() {
 		_ = env.c.Client.CoreV1().PersistentVolumes().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
-}
-
-func waitPodIn(t *testing.T, ns, name string, phase corev1.PodPhase) {
-	t.Helper()
-	var last corev1.PodPhase
-	err := waitFor(testContext(t), "pod "+ns+"/"+name+" "+string(phase), podTimeout, nil, func(ctx context.Context) error {
-		p, err := env.c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		last = p.Status.Phase
-		if last == phase || last == corev1.PodFailed || last == corev1.PodSucceeded {
-			return nil
-		}
-		return fmt.Errorf("phase %s", last)
-	})
-	if err != nil || last != phase {
-		t.Fatalf("pod %s/%s: phase %s, want %s (%v)\nevents: %s\nlogs: %s", ns, name, last, phase, err,
-			eventsIn(t, ns, name), containerLogs(ns, name, "main"))
-	}
 }
 
 // waitEventIn waits for an event of reason on the pod whose message holds
@@ -296,16 +235,4 @@ func waitEventIn(t *testing.T, ns, pod, reason string, substrs ...string) string
 		t.Fatal(err)
 	}
 	return msg
-}
-
-func eventsIn(t *testing.T, ns, name string) string {
-	evs, err := env.c.Client.CoreV1().Events(ns).List(testContext(t), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
-	if err != nil {
-		return err.Error()
-	}
-	var lines []string
-	for _, e := range evs.Items {
-		lines = append(lines, e.Type+" "+e.Reason+": "+e.Message)
-	}
-	return strings.Join(lines, "\n")
 }

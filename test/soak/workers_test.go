@@ -115,7 +115,10 @@ func (r *run) session(worker, op, key string, flags int, base *hasher, n int64, 
 		b := buf[:min(int64(chunk), n-done)]
 		fill(rng, b)
 		attempted.Write(b)
-		if _, err := f.Write(b); err != nil {
+		if n, err := f.Write(b); err != nil {
+			// write(2) may take a prefix (whole FUSE writes of 128 KiB)
+			// before the request that fails: the file holds that much.
+			accepted.Write(b[:n])
 			firstErr = err
 			break
 		}
